@@ -1,0 +1,288 @@
+"""The record batch: the unit of produce, storage, replication and fetch.
+
+Owns the binary layout of a batch and nothing else. Imports only the stdlib, msgpack and crc32c;
+never asyncio, aiohttp, pysyncobj or anything from storage/meta/server.
+
+Layout (big-endian, 61-byte header, the same fields and offsets as Kafka's RecordBatch v2)::
+
+    off size field                    who writes it
+    0   8    base_offset              broker (stamp)      -- outside the CRC
+    8   4    batch_length             client: bytes after this field (total = length + 12)
+    12  4    partition_leader_epoch   broker (stamp)      -- outside the CRC
+    16  1    magic (= 2)              client
+    17  4    crc (CRC-32C of [21:])   client
+    21  2    attributes               client: bits 0-2 codec, 3 timestamp type, 4 transactional,
+                                      5 control
+    23  4    last_offset_delta        client (= record_count - 1)
+    27  8    first_timestamp          client
+    35  8    max_timestamp            client
+    43  8    producer_id              client (-1 = none)
+    51  2    producer_epoch           client
+    53  4    base_sequence            client (-1 = none)
+    57  4    record_count             client
+    61  ...  records                  msgpack array of [timestamp_delta, key, value, headers],
+                                      optionally compressed as a whole
+
+Because the CRC starts at byte 21, the broker stamps base offset and leader epoch in place without
+re-encoding or re-checksumming. Broker-side functions (`peek`, `validate`, `stamp`, `iter_batches`)
+read headers only and never touch records; client-side `encode`/`decode` build and parse records.
+Every malformed input raises `CorruptBatchError` with a message saying what is wrong.
+"""
+from __future__ import annotations
+
+import struct
+import zlib
+from typing import Any, Iterator, NamedTuple, Sequence
+
+import msgpack
+from crc32c import crc32c
+
+from raftlog.errors import CorruptBatchError
+
+HEADER = struct.Struct(">qiibIhiqqqhii")
+HEADER_SIZE = HEADER.size  # 61
+assert HEADER_SIZE == 61
+LENGTH_OVERHEAD = 12  # base_offset (8) + batch_length (4): not counted in batch_length
+CRC_START = 21
+MAGIC = 2
+_OFFSET_AND_LENGTH = struct.Struct(">qi")
+_EPOCH = struct.Struct(">i")
+_BASE_OFFSET = struct.Struct(">q")
+_MAX_TS = struct.Struct(">q")
+
+# attributes bits
+CODEC_MASK = 0x07
+CODEC_NONE = 0
+CODEC_GZIP = 1
+TIMESTAMP_LOG_APPEND = 0x08
+TRANSACTIONAL = 0x10
+CONTROL = 0x20
+CODECS = {"none": CODEC_NONE, "gzip": CODEC_GZIP}
+
+NO_PRODUCER_ID = -1
+NO_SEQUENCE = -1
+
+DEFAULT_MAX_BATCH_BYTES = 1 << 20
+
+
+class BatchHeader(NamedTuple):
+    base_offset: int
+    batch_length: int
+    leader_epoch: int
+    magic: int
+    crc: int
+    attributes: int
+    last_offset_delta: int
+    first_timestamp: int
+    max_timestamp: int
+    producer_id: int
+    producer_epoch: int
+    base_sequence: int
+    record_count: int
+
+    @property
+    def size(self) -> int:
+        """Bytes of the whole batch, header included."""
+        return self.batch_length + LENGTH_OVERHEAD
+
+    @property
+    def last_offset(self) -> int:
+        return self.base_offset + self.last_offset_delta
+
+    @property
+    def next_offset(self) -> int:
+        return self.base_offset + self.last_offset_delta + 1
+
+    @property
+    def codec(self) -> int:
+        return self.attributes & CODEC_MASK
+
+    @property
+    def is_control(self) -> bool:
+        return bool(self.attributes & CONTROL)
+
+
+class Record(NamedTuple):
+    """One decoded record; `offset` and `timestamp` are absolute."""
+
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes | None], ...]
+
+
+def _compress(codec: int, payload: bytes) -> bytes:
+    if codec == CODEC_NONE:
+        return payload
+    if codec == CODEC_GZIP:
+        return zlib.compress(payload, 1)
+    raise ValueError(f"unsupported compression codec {codec}")
+
+
+def _decompress(codec: int, payload: bytes) -> bytes:
+    if codec == CODEC_NONE:
+        return payload
+    if codec == CODEC_GZIP:
+        try:
+            return zlib.decompress(payload)
+        except zlib.error as exc:
+            raise CorruptBatchError(f"gzip payload does not decompress: {exc}") from None
+    raise CorruptBatchError(f"unsupported compression codec {codec}")
+
+
+def encode(
+    records: Sequence[tuple[bytes | None, bytes | None, Any, int]],
+    *,
+    base_offset: int = 0,
+    leader_epoch: int = -1,
+    codec: int = CODEC_NONE,
+    producer_id: int = NO_PRODUCER_ID,
+    producer_epoch: int = -1,
+    base_sequence: int = NO_SEQUENCE,
+    attributes: int = 0,
+) -> bytes:
+    """Build one batch from (key, value, headers, timestamp_ms) tuples.
+
+    `headers` is None or a sequence of (str, bytes|None) pairs. Timestamps are stored as deltas
+    from the first record's, so they must be ints (milliseconds).
+    """
+    if not records:
+        raise ValueError("a batch holds at least one record")
+    first_ts = records[0][3]
+    max_ts = first_ts
+    body = []
+    for key, value, headers, ts in records:
+        if ts > max_ts:
+            max_ts = ts
+        body.append((ts - first_ts, key, value, list(headers) if headers else None))
+    payload = _compress(codec, msgpack.packb(body, use_bin_type=True))
+    return encode_payload(payload, len(records), first_ts, max_ts, base_offset=base_offset,
+                          leader_epoch=leader_epoch, attributes=(attributes & ~CODEC_MASK) | codec,
+                          producer_id=producer_id, producer_epoch=producer_epoch,
+                          base_sequence=base_sequence)
+
+
+def encode_payload(payload: bytes, record_count: int, first_timestamp: int, max_timestamp: int, *,
+                   base_offset: int = 0, leader_epoch: int = -1, attributes: int = 0,
+                   producer_id: int = NO_PRODUCER_ID, producer_epoch: int = -1,
+                   base_sequence: int = NO_SEQUENCE) -> bytes:
+    """Wrap an already-encoded records payload in a header and compute its CRC."""
+    buf = bytearray(HEADER_SIZE + len(payload))
+    HEADER.pack_into(buf, 0, base_offset, HEADER_SIZE - LENGTH_OVERHEAD + len(payload),
+                     leader_epoch, MAGIC, 0, attributes, record_count - 1, first_timestamp,
+                     max_timestamp, producer_id, producer_epoch, base_sequence, record_count)
+    buf[HEADER_SIZE:] = payload
+    struct.pack_into(">I", buf, 17, crc32c(memoryview(buf)[CRC_START:]))
+    return bytes(buf)
+
+
+def peek(buf: bytes | bytearray | memoryview, pos: int = 0) -> BatchHeader:
+    """Read the header of the batch at `pos` without touching its records or checking its CRC."""
+    if len(buf) - pos < HEADER_SIZE:
+        raise CorruptBatchError(
+            f"batch too short: {len(buf) - pos} bytes, a header alone is {HEADER_SIZE}")
+    h = BatchHeader._make(HEADER.unpack_from(buf, pos))
+    if h.magic != MAGIC:
+        raise CorruptBatchError(f"bad magic {h.magic} (expected {MAGIC})")
+    if h.batch_length < HEADER_SIZE - LENGTH_OVERHEAD:
+        raise CorruptBatchError(f"batch_length {h.batch_length} is shorter than a header")
+    return h
+
+
+def validate(buf: bytes | bytearray | memoryview, max_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+             *, from_client: bool = True) -> BatchHeader:
+    """Check that `buf` is exactly one well-formed batch: length, magic, CRC, counts, size.
+
+    Header-only plus one CRC pass in C; records are never parsed. Returns the header.
+    """
+    h = peek(buf)
+    if h.size != len(buf):
+        raise CorruptBatchError(
+            f"length mismatch: header says {h.size} bytes, buffer has {len(buf)}")
+    if len(buf) > max_bytes:
+        raise CorruptBatchError(f"batch of {len(buf)} bytes is over the limit of {max_bytes}")
+    if h.record_count < 1:
+        raise CorruptBatchError(f"record_count {h.record_count} (a batch holds at least one)")
+    if h.last_offset_delta != h.record_count - 1:
+        raise CorruptBatchError(
+            f"record-count mismatch: last_offset_delta {h.last_offset_delta} "
+            f"with record_count {h.record_count}")
+    if from_client and h.is_control:
+        raise CorruptBatchError("clients may not send control batches")
+    actual = crc32c(memoryview(buf)[CRC_START:])
+    if actual != h.crc:
+        raise CorruptBatchError(f"CRC mismatch: header {h.crc:#010x}, computed {actual:#010x}")
+    return h
+
+
+def crc_ok(buf: bytes | bytearray | memoryview, pos: int, header: BatchHeader) -> bool:
+    """Whether the batch at `pos` with this header matches its CRC (recovery uses it)."""
+    end = pos + header.size
+    if end > len(buf):
+        return False
+    return crc32c(memoryview(buf)[pos + CRC_START:end]) == header.crc
+
+
+def stamp(buf: bytearray | memoryview, base_offset: int, leader_epoch: int, pos: int = 0) -> None:
+    """Write base offset and leader epoch into the batch at `pos`, in place; CRC stays valid."""
+    _BASE_OFFSET.pack_into(buf, pos, base_offset)
+    _EPOCH.pack_into(buf, pos + 12, leader_epoch)
+
+
+def iter_batches(buf: bytes | bytearray | memoryview, pos: int = 0,
+                 end: int | None = None) -> Iterator[tuple[int, BatchHeader]]:
+    """Walk concatenated batches: yields (position, header); stops at the first incomplete one.
+
+    A per-batch loop over headers only; raises CorruptBatchError on a malformed header.
+    """
+    end = len(buf) if end is None else end
+    while end - pos >= HEADER_SIZE:
+        h = peek(buf, pos)
+        if pos + h.size > end:
+            return
+        yield pos, h
+        pos += h.size
+
+
+def decode(buf: bytes | bytearray | memoryview) -> list[Record]:
+    """Parse every record of every batch in `buf` (concatenated whole batches), checking CRCs.
+
+    Client side only: this is the per-record loop the broker never runs.
+    """
+    out: list[Record] = []
+    mv = memoryview(buf)
+    pos = 0
+    total = len(mv)
+    while pos < total:
+        h = peek(mv, pos)
+        end = pos + h.size
+        if end > total:
+            raise CorruptBatchError(
+                f"length mismatch: batch at byte {pos} needs {h.size} bytes, {total - pos} left")
+        if crc32c(mv[pos + CRC_START:end]) != h.crc:
+            raise CorruptBatchError(f"CRC mismatch in batch at offset {h.base_offset}")
+        out.extend(decode_records(h, mv[pos + HEADER_SIZE:end]))
+        pos = end
+    return out
+
+
+def decode_records(h: BatchHeader, payload: bytes | memoryview) -> list[Record]:
+    """Records of one batch whose header is `h` and whose records payload is `payload`."""
+    try:
+        body = msgpack.unpackb(_decompress(h.codec, bytes(payload)), raw=False,
+                               use_list=False, strict_map_key=False)
+    except CorruptBatchError:
+        raise
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise CorruptBatchError(f"records do not decode: {exc}") from None
+    if not isinstance(body, tuple) or len(body) != h.record_count:
+        n = len(body) if isinstance(body, tuple) else "non-list"
+        raise CorruptBatchError(
+            f"record-count mismatch: header says {h.record_count}, payload holds {n}")
+    base, first_ts = h.base_offset, h.first_timestamp
+    try:
+        return [Record(base + i, first_ts + r[0], r[1], r[2], tuple(tuple(x) for x in r[3] or ()))
+                for i, r in enumerate(body)]
+    except (TypeError, IndexError, ValueError) as exc:
+        raise CorruptBatchError(f"malformed record: {exc}") from None
