@@ -1,0 +1,326 @@
+"""Metadata commands: the only things ever written to the Raft log, and their results.
+
+Owns: the wire form of a command (`encode`/`decode`), the payload schema of every op, one typed
+builder per op, and the result shapes. Pure: imports msgpack and raftlog.errors only (no time,
+random, os, asyncio, pysyncobj, storage).
+
+Wire form: ``msgpack([FORMAT_VERSION, op, payload])`` where payload is a map with str keys.
+Every node of a cluster must run code that understands the same FORMAT_VERSION and ops: a node
+that rejected an entry its peers accepted would diverge. A new format therefore ships behind a
+cluster-wide switch, never by a rolling restart alone.
+
+Ops and payload fields (``?`` = optional, with its default):
+
+    register_broker       broker_id, host, http_port, incarnation, now_ms
+    unfence_broker        broker_id, broker_epoch
+    fence_broker          broker_id, broker_epoch
+    create_topic          topic, topic_id, replicas [[int]], config? {}
+    delete_topic          topic, topic_id? ""  ("" = whatever id it has)
+    alter_topic_config    topic, set? {}, delete? [], replace? nil, expected? nil
+    change_partition      topic, partition, partition_epoch, leader, isr [int],
+                          leader_epoch? -1 (-1 = unchecked), isr_broker_epochs? [] (unchecked)
+    elect_leaders         changes [change_partition payloads]
+    allocate_producer_ids count, broker_id? -1, broker_epoch? -1 (-1 = unchecked)
+    noop                  (nothing)
+    set_group_assignment  group, generation, expected_generation, protocol,
+                          assignment {member: [[topic, partition]]}
+    delete_group          group, expected_generation
+
+Results are small msgpack-able tuples: ``("ok", {..})`` or ``("error", CODE_NAME, message)``
+where CODE_NAME is an `ErrorCode` name. Every command is a compare-and-set or idempotent,
+because a command whose caller timed out may still commit later (pysyncobj.md pitfall 4).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import msgpack
+
+from raftlog import errors
+
+FORMAT_VERSION = 1
+COMMAND_BYTES_MAX = 1 << 20            # pysyncobj chunks entries > 64 KiB; 1 MiB is a hard stop
+LIST_ITEMS_MAX = 100_000               # partitions, changes, assignment entries per command
+CONFIG_KEYS_MAX = 1000
+STRING_BYTES_MAX = 4096
+
+Result = tuple[Any, ...]
+ConfigValue = str | int | bool
+
+# One field spec: (kind, required, default). Kinds are checked by `_check_value`.
+_REQ = True
+_OPT = False
+_CHANGE_FIELDS: dict[str, tuple[str, bool, Any]] = {
+    "topic": ("str", _REQ, None),
+    "partition": ("nat", _REQ, None),
+    "partition_epoch": ("nat", _REQ, None),
+    "leader": ("int", _REQ, None),
+    "isr": ("ints", _REQ, None),
+    "leader_epoch": ("int", _OPT, -1),
+    "isr_broker_epochs": ("ints", _OPT, ()),
+}
+SCHEMAS: dict[str, dict[str, tuple[str, bool, Any]]] = {
+    "register_broker": {"broker_id": ("nat", _REQ, None), "host": ("str", _REQ, None),
+                        "http_port": ("port", _REQ, None), "incarnation": ("str", _REQ, None),
+                        "now_ms": ("nat", _REQ, None)},
+    "unfence_broker": {"broker_id": ("nat", _REQ, None), "broker_epoch": ("nat", _REQ, None)},
+    "fence_broker": {"broker_id": ("nat", _REQ, None), "broker_epoch": ("nat", _REQ, None)},
+    "create_topic": {"topic": ("str", _REQ, None), "topic_id": ("str", _REQ, None),
+                     "replicas": ("int_lists", _REQ, None), "config": ("config", _OPT, {})},
+    "delete_topic": {"topic": ("str", _REQ, None), "topic_id": ("str", _OPT, "")},
+    "alter_topic_config": {"topic": ("str", _REQ, None), "set": ("config", _OPT, {}),
+                           "delete": ("strs", _OPT, ()), "replace": ("config?", _OPT, None),
+                           "expected": ("config?", _OPT, None)},
+    "change_partition": _CHANGE_FIELDS,
+    "elect_leaders": {"changes": ("changes", _REQ, None)},
+    "allocate_producer_ids": {"count": ("nat", _REQ, None), "broker_id": ("int", _OPT, -1),
+                              "broker_epoch": ("int", _OPT, -1)},
+    "noop": {},
+    "set_group_assignment": {"group": ("str", _REQ, None), "generation": ("nat", _REQ, None),
+                             "expected_generation": ("nat", _REQ, None),
+                             "protocol": ("str", _REQ, None),
+                             "assignment": ("assignment", _REQ, None)},
+    "delete_group": {"group": ("str", _REQ, None), "expected_generation": ("nat", _REQ, None)},
+}
+OPS = frozenset(SCHEMAS)
+
+
+class Command(NamedTuple):
+    op: str
+    payload: dict[str, Any]          # checked: every field present (defaults filled), right kinds
+    format_version: int = FORMAT_VERSION
+
+
+def _bad(message: str) -> errors.RaftlogError:
+    return errors.error("INVALID_REQUEST", message)
+
+
+def _is_int(v: Any) -> bool:
+    return type(v) is int            # bool is an int subclass; a bool where an int goes is a bug
+
+
+def _check_str(v: Any, where: str) -> str:
+    if not isinstance(v, str) or len(v) > STRING_BYTES_MAX:
+        raise _bad(f"{where}: expected a string of at most {STRING_BYTES_MAX} chars, got {v!r:.80}")
+    return v
+
+
+def _check_list(v: Any, where: str) -> Sequence[Any]:
+    if not isinstance(v, (list, tuple)) or len(v) > LIST_ITEMS_MAX:
+        raise _bad(f"{where}: expected a list of at most {LIST_ITEMS_MAX} items")
+    return v
+
+
+def _check_config(v: Any, where: str) -> dict[str, ConfigValue]:
+    # Floats are refused: state stays ints and strings so every node compares it identically.
+    if not isinstance(v, Mapping) or len(v) > CONFIG_KEYS_MAX:
+        raise _bad(f"{where}: expected a map of at most {CONFIG_KEYS_MAX} keys")
+    out: dict[str, ConfigValue] = {}
+    for k in sorted(v, key=str):
+        if not isinstance(k, str) or not k:
+            raise _bad(f"{where}: config keys must be non-empty strings, got {k!r:.80}")
+        val = v[k]
+        if not isinstance(val, (str, int)) or (isinstance(val, str) and len(val) > STRING_BYTES_MAX):
+            raise _bad(f"{where}.{k}: config values must be str, int or bool, got {val!r:.80}")
+        out[k] = val
+    return out
+
+
+def _check_value(kind: str, v: Any, where: str) -> Any:
+    if kind in ("int", "nat", "port"):
+        if not _is_int(v) or not -(2**63) <= v < 2**63:
+            raise _bad(f"{where}: expected an integer, got {v!r:.80}")
+        if kind == "nat" and v < 0:
+            raise _bad(f"{where}: must be >= 0, got {v}")
+        if kind == "port" and not 1 <= v <= 65535:
+            raise _bad(f"{where}: not a port number: {v}")
+        return v
+    if kind == "str":
+        return _check_str(v, where)
+    if kind == "ints":
+        return tuple(_check_value("int", x, f"{where}[{i}]")
+                     for i, x in enumerate(_check_list(v, where)))
+    if kind == "int_lists":
+        return tuple(_check_value("ints", x, f"{where}[{i}]")
+                     for i, x in enumerate(_check_list(v, where)))
+    if kind == "strs":
+        return tuple(_check_str(x, f"{where}[{i}]") for i, x in enumerate(_check_list(v, where)))
+    if kind == "config":
+        return _check_config(v, where)
+    if kind == "config?":
+        return None if v is None else _check_config(v, where)
+    if kind == "changes":
+        return tuple(_check_payload("change_partition", x, f"{where}[{i}]")
+                     for i, x in enumerate(_check_list(v, where)))
+    if kind == "assignment":
+        if not isinstance(v, Mapping) or len(v) > LIST_ITEMS_MAX:
+            raise _bad(f"{where}: expected a map member -> [[topic, partition]]")
+        out: dict[str, tuple[tuple[str, int], ...]] = {}
+        for member in sorted(v, key=str):
+            _check_str(member, f"{where} member")
+            tps = []
+            for i, tp in enumerate(_check_list(v[member], f"{where}.{member}")):
+                if not isinstance(tp, (list, tuple)) or len(tp) != 2:
+                    raise _bad(f"{where}.{member}[{i}]: expected [topic, partition]")
+                tps.append((_check_str(tp[0], f"{where}.{member}[{i}]"),
+                            _check_value("nat", tp[1], f"{where}.{member}[{i}]")))
+            out[member] = tuple(sorted(tps))
+        return out
+    raise AssertionError(f"unknown field kind {kind}")
+
+
+def _check_payload(op: str, payload: Any, where: str) -> dict[str, Any]:
+    schema = SCHEMAS[op]
+    if not isinstance(payload, Mapping):
+        raise _bad(f"{where}: payload must be a map")
+    extra = sorted(str(k) for k in payload if k not in schema)
+    if extra:
+        raise _bad(f"{where}: unknown fields {extra}")
+    out: dict[str, Any] = {}
+    for name, (kind, required, default) in schema.items():
+        if name not in payload:
+            if required:
+                raise _bad(f"{where}: missing field {name!r}")
+            out[name] = default
+        else:
+            out[name] = _check_value(kind, payload[name], f"{where}.{name}")
+    return out
+
+
+def _plain(v: Any) -> Any:
+    """Tuples -> lists and maps with sorted keys, so equal commands encode to equal bytes."""
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, Mapping):
+        return {k: _plain(v[k]) for k in sorted(v)}
+    return v
+
+
+def encode(op: str, payload: Mapping[str, Any] | None = None) -> bytes:
+    """Check `payload` against op's schema and return the command bytes; raises InvalidRequest."""
+    if op not in SCHEMAS:
+        raise _bad(f"unknown op {op!r}")
+    checked = _check_payload(op, payload or {}, op)
+    blob: bytes = msgpack.packb([FORMAT_VERSION, op, _plain(checked)], use_bin_type=True)
+    if len(blob) > COMMAND_BYTES_MAX:
+        raise _bad(f"{op}: command is {len(blob)} bytes, the limit is {COMMAND_BYTES_MAX}")
+    return blob
+
+
+def decode(blob: bytes) -> Command:
+    """Parse and check command bytes; raises InvalidRequestError (a RaftlogError) if malformed."""
+    if not isinstance(blob, (bytes, bytearray, memoryview)) or len(blob) > COMMAND_BYTES_MAX:
+        raise _bad("a command must be bytes of at most COMMAND_BYTES_MAX")
+    try:
+        raw = msgpack.unpackb(blob, raw=False, use_list=True)
+    except Exception as e:  # msgpack raises several unrelated types for garbage
+        raise _bad(f"not a msgpack command: {e!r:.120}") from None
+    if not isinstance(raw, list) or len(raw) != 3:
+        raise _bad("a command is [format_version, op, payload]")
+    version, op, payload = raw
+    if version != FORMAT_VERSION:
+        raise _bad(f"command format {version!r} is not {FORMAT_VERSION}: nodes run mixed code?")
+    if op not in SCHEMAS:
+        raise _bad(f"unknown op {op!r:.80}")
+    return Command(op, _check_payload(op, payload, op), version)
+
+
+# --- typed builders: what the controller, the admin API and the group coordinator call ---
+
+def register_broker(broker_id: int, host: str, http_port: int, incarnation: str,
+                    now_ms: int) -> bytes:
+    return encode("register_broker", {"broker_id": broker_id, "host": host, "http_port": http_port,
+                                      "incarnation": incarnation, "now_ms": now_ms})
+
+
+def unfence_broker(broker_id: int, broker_epoch: int) -> bytes:
+    return encode("unfence_broker", {"broker_id": broker_id, "broker_epoch": broker_epoch})
+
+
+def fence_broker(broker_id: int, broker_epoch: int) -> bytes:
+    return encode("fence_broker", {"broker_id": broker_id, "broker_epoch": broker_epoch})
+
+
+def create_topic(topic: str, topic_id: str, replicas: Sequence[Sequence[int]],
+                 config: Mapping[str, ConfigValue] | None = None) -> bytes:
+    return encode("create_topic", {"topic": topic, "topic_id": topic_id,
+                                   "replicas": [list(r) for r in replicas], "config": config or {}})
+
+
+def delete_topic(topic: str, topic_id: str = "") -> bytes:
+    return encode("delete_topic", {"topic": topic, "topic_id": topic_id})
+
+
+def alter_topic_config(topic: str, set_keys: Mapping[str, ConfigValue] | None = None,
+                       delete_keys: Sequence[str] = (),
+                       replace: Mapping[str, ConfigValue] | None = None,
+                       expected: Mapping[str, ConfigValue] | None = None) -> bytes:
+    return encode("alter_topic_config", {"topic": topic, "set": set_keys or {},
+                                         "delete": list(delete_keys), "replace": replace,
+                                         "expected": expected})
+
+
+def partition_change(topic: str, partition: int, partition_epoch: int, leader: int,
+                     isr: Sequence[int], leader_epoch: int = -1,
+                     isr_broker_epochs: Sequence[int] = ()) -> dict[str, Any]:
+    """One change_partition payload; a list of them makes an elect_leaders command."""
+    return {"topic": topic, "partition": partition, "partition_epoch": partition_epoch,
+            "leader": leader, "isr": list(isr), "leader_epoch": leader_epoch,
+            "isr_broker_epochs": list(isr_broker_epochs)}
+
+
+def change_partition(topic: str, partition: int, partition_epoch: int, leader: int,
+                     isr: Sequence[int], leader_epoch: int = -1,
+                     isr_broker_epochs: Sequence[int] = ()) -> bytes:
+    return encode("change_partition", partition_change(topic, partition, partition_epoch, leader,
+                                                       isr, leader_epoch, isr_broker_epochs))
+
+
+def elect_leaders(changes: Sequence[Mapping[str, Any]]) -> bytes:
+    return encode("elect_leaders", {"changes": list(changes)})
+
+
+def allocate_producer_ids(count: int, broker_id: int = -1, broker_epoch: int = -1) -> bytes:
+    return encode("allocate_producer_ids", {"count": count, "broker_id": broker_id,
+                                            "broker_epoch": broker_epoch})
+
+
+def noop() -> bytes:
+    return encode("noop", {})
+
+
+def set_group_assignment(group: str, generation: int, expected_generation: int,
+                         assignment: Mapping[str, Sequence[Sequence[Any]]],
+                         protocol: str) -> bytes:
+    return encode("set_group_assignment", {
+        "group": group, "generation": generation, "expected_generation": expected_generation,
+        "protocol": protocol,
+        "assignment": {m: [list(tp) for tp in tps] for m, tps in assignment.items()}})
+
+
+def delete_group(group: str, expected_generation: int) -> bytes:
+    return encode("delete_group", {"group": group, "expected_generation": expected_generation})
+
+
+# --- results ---
+
+def ok(payload: Mapping[str, Any] | None = None) -> Result:
+    return ("ok", dict(payload or {}))
+
+
+def rejected(code: str, message: str) -> Result:
+    return ("error", code, message)
+
+
+def is_ok(result: Result) -> bool:
+    return bool(result) and result[0] == "ok"
+
+
+def unwrap(result: Result) -> dict[str, Any]:
+    """The payload of an ok result; raises the matching RaftlogError for an error result."""
+    if is_ok(result):
+        return dict(result[1])
+    if len(result) == 3 and result[0] == "error":
+        raise errors.error(str(result[1]), str(result[2]))
+    raise errors.error("UNKNOWN_SERVER_ERROR", f"malformed result {result!r:.200}")
