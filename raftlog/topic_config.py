@@ -103,17 +103,24 @@ def check_all(overrides: Any) -> dict[str, Any]:
     return {k: check(str(k), v) for k, v in sorted(overrides.items())}
 
 
+def for_state(values: dict[str, Any]) -> dict[str, Any]:
+    """Values as the metadata state stores them: floats become strings, so every node compares
+    state identically (the state machine holds only ints, bools and strings)."""
+    return {k: (repr(v) if isinstance(v, float) else v) for k, v in values.items()}
+
+
 def effective(overrides: dict[str, Any], defaults: LogDefaults) -> dict[str, Any]:
-    """Every setting's value for a topic: its override, else the node default."""
-    return {name: overrides.get(name, getattr(defaults, s.default_attr))
+    """Every setting's typed value for a topic: its override, else the node default."""
+    return {name: (check(name, overrides[name]) if name in overrides
+                   else getattr(defaults, s.default_attr))
             for name, s in SETTINGS.items()}
 
 
 def describe(overrides: dict[str, Any], defaults: LogDefaults) -> list[dict[str, Any]]:
     """Rows for `topic describe`: name, value, source (topic or default)."""
-    return [{"name": name, "value": overrides.get(name, getattr(defaults, s.default_attr)),
-             "source": "topic" if name in overrides else "default"}
-            for name, s in SETTINGS.items()]
+    values = effective(overrides, defaults)
+    return [{"name": name, "value": values[name],
+             "source": "topic" if name in overrides else "default"} for name in SETTINGS]
 
 
 Validator = Callable[[dict[str, Any]], None]

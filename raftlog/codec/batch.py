@@ -245,10 +245,11 @@ def iter_batches(buf: bytes | bytearray | memoryview, pos: int = 0,
         pos += h.size
 
 
-def decode(buf: bytes | bytearray | memoryview) -> list[Record]:
+def decode(buf: bytes | bytearray | memoryview, include_control: bool = False) -> list[Record]:
     """Parse every record of every batch in `buf` (concatenated whole batches), checking CRCs.
 
-    Client side only: this is the per-record loop the broker never runs.
+    Control batches (a new leader's epoch marker) take offsets but hold no user data: they are
+    skipped unless `include_control`. Client side only: the per-record loop the broker never runs.
     """
     out: list[Record] = []
     mv = memoryview(buf)
@@ -262,7 +263,8 @@ def decode(buf: bytes | bytearray | memoryview) -> list[Record]:
                 f"length mismatch: batch at byte {pos} needs {h.size} bytes, {total - pos} left")
         if crc32c(mv[pos + CRC_START:end]) != h.crc:
             raise CorruptBatchError(f"CRC mismatch in batch at offset {h.base_offset}")
-        out.extend(decode_records(h, mv[pos + HEADER_SIZE:end]))
+        if include_control or not h.is_control:
+            out.extend(decode_records(h, mv[pos + HEADER_SIZE:end]))
         pos = end
     return out
 

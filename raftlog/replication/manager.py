@@ -1,0 +1,281 @@
+"""ReplicaManager: the partitions this broker hosts, reconciled from applied metadata.
+
+Owns the set of `Partition`s on this broker and the background work around them: turning each
+applied MetadataView into leader/follower roles, one follower fetch session per leader broker,
+ISR change requests to the controller, periodic flushes and high-watermark checkpoints, and
+removing the data of deleted topics. Request handling for produce/fetch lives in the data
+handlers, which call the methods here.
+
+Imports storage, replication.*, topic_config and errors. It reaches the controller and peers
+only through the Broker it is given (`call_controller`, `peer`), never pysyncobj.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import time
+from typing import TYPE_CHECKING, Any, Callable
+
+from raftlog import topic_config
+from raftlog.errors import ErrorCode, RaftlogError, error
+from raftlog.meta.view import MetadataView
+from raftlog.replication.fetcher import FetcherSession
+from raftlog.replication.flush import GroupCommit
+from raftlog.replication.partition import FOLLOWER, LEADER, Partition
+from raftlog.replication.progress import isr_changes
+from raftlog.storage.log import PartitionLog
+from raftlog.storage.options import LogOptions
+
+if TYPE_CHECKING:
+    from raftlog.server.broker import Broker
+
+log = logging.getLogger("raftlog.replicas")
+
+ISR_CHECK_INTERVAL_MS = 250
+HW_CHECKPOINT_INTERVAL_MS = 5000
+TOPIC_ID_FILE = "topic_id"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class ReplicaManager:
+    def __init__(self, broker: Broker):
+        self.broker = broker
+        self.cfg = broker.cfg
+        self.node_id = broker.node_id
+        self.root = os.path.join(broker.node.data_dir, "partitions")
+        self.partitions: dict[tuple[str, int], Partition] = {}
+        self.topic_ids: dict[str, str] = {}
+        self.group_commits: dict[tuple[str, int], GroupCommit] = {}
+        self.fetchers: dict[int, FetcherSession] = {}
+        self._spawn: Callable[..., asyncio.Task[Any]] | None = None
+        self._last_view: MetadataView | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def start(self, spawn: Callable[..., asyncio.Task[Any]]) -> None:
+        self._spawn = spawn
+        os.makedirs(self.root, exist_ok=True)
+        spawn(self._isr_loop(), "isr-check")
+        spawn(self._flush_loop(), "flush")
+        spawn(self._checkpoint_loop(), "hw-checkpoint")
+        spawn(self._reconcile_when_registered(), "reconcile-on-register")
+
+    async def stop(self) -> None:
+        for f in self.fetchers.values():
+            await f.stop()
+        closed = error(ErrorCode.NOT_LEADER_OR_FOLLOWER, "broker is shutting down")
+        for key, p in list(self.partitions.items()):
+            gc = self.group_commits.pop(key, None)
+            if gc is not None:
+                gc.close(closed)
+            self._checkpoint(p)
+            p.close()
+        self.partitions.clear()
+
+    @property
+    def broker_epoch(self) -> int:
+        lc = self.broker.lifecycle
+        return lc.broker_epoch if lc is not None else -1
+
+    async def _reconcile_when_registered(self) -> None:
+        lc = self.broker.lifecycle
+        assert lc is not None
+        await lc.registered.wait()
+        self.on_view(self.broker.view)
+
+    # -- reconciling roles from metadata ----------------------------------------------------
+    def on_view(self, view: MetadataView) -> None:
+        """Called on the loop after every applied metadata change."""
+        self._last_view = view
+        me = view.broker(self.node_id)
+        # Act only on our own current registration: a view that still shows the previous
+        # incarnation of this broker as leader must not make this process a leader.
+        registered = me is not None and me.epoch == self.broker_epoch
+        now = now_ms()
+        wanted: set[tuple[str, int]] = set()
+        for name in view.topic_names():
+            t = view.topics[name]
+            values = topic_config.effective(dict(t.config), self.cfg.log)
+            for pi in t.partitions:
+                if self.node_id not in pi.replicas:
+                    continue
+                key = (name, pi.partition)
+                wanted.add(key)
+                p = self.partitions.get(key)
+                if p is None:
+                    if not registered:
+                        continue
+                    p = self._open(name, t.topic_id, pi.partition, values)
+                rf = len(pi.replicas)
+                mir = values["min.insync.replicas"]
+                # The node default is capped at the replication factor (an explicit topic
+                # override above RF is refused when it is set).
+                p.min_insync_replicas = min(mir, rf) if "min.insync.replicas" not in t.config else mir
+                p.max_message_bytes = values["max.message.bytes"]
+                if not registered:
+                    if p.role == LEADER:
+                        p.become_follower(-1, pi.leader_epoch, pi.replicas, pi.isr,
+                                          pi.partition_epoch)
+                    continue
+                if pi.leader == self.node_id:
+                    if p.role != LEADER or p.leader_epoch != pi.leader_epoch:
+                        p.become_leader(pi.leader_epoch, pi.replicas, pi.isr,
+                                        pi.partition_epoch, now)
+                    elif p.partition_epoch != pi.partition_epoch:
+                        p.update_membership(pi.replicas, pi.isr, pi.partition_epoch)
+                elif (p.role != FOLLOWER or p.leader_id != pi.leader
+                      or p.leader_epoch != pi.leader_epoch):
+                    p.become_follower(pi.leader, pi.leader_epoch, pi.replicas, pi.isr,
+                                      pi.partition_epoch)
+                else:
+                    p.update_membership(pi.replicas, pi.isr, pi.partition_epoch)
+        for key in [k for k in self.partitions if k not in wanted]:
+            self._remove(key, view)
+        self._update_fetchers()
+
+    def _open(self, topic: str, topic_id: str, index: int, values: dict[str, Any]) -> Partition:
+        d = os.path.join(self.root, f"{topic}-{index}")
+        id_file = os.path.join(d, TOPIC_ID_FILE)
+        if os.path.isdir(d):
+            try:
+                with open(id_file) as fh:
+                    old = fh.read().strip()
+            except OSError:
+                old = ""
+            if old != topic_id:
+                # Data of an earlier topic with the same name: it was deleted while we were down.
+                log.info("removing stale data of %s-%d (topic id %s)", topic, index, old or "?")
+                shutil.rmtree(d, ignore_errors=True)
+        os.makedirs(d, exist_ok=True)
+        if not os.path.exists(id_file):
+            with open(id_file, "w") as fh:
+                fh.write(topic_id)
+        opts = LogOptions(segment_bytes=values["segment.bytes"], segment_ms=values["segment.ms"],
+                          flush_policy=values["flush.policy"],
+                          flush_interval_ms=values["flush.ms"],
+                          max_batch_bytes=max(values["max.message.bytes"],
+                                              self.cfg.replication.replica_fetch_max_bytes))
+        plog = PartitionLog.open(d, opts, now_ms())
+        p = Partition(topic, index, plog, self.node_id)
+        self.partitions[(topic, index)] = p
+        self.topic_ids[topic] = topic_id
+        self.group_commits[(topic, index)] = GroupCommit(plog)
+        log.info("opened %s-%d: log [%d, %d), HW %d", topic, index, plog.log_start_offset,
+                 plog.log_end_offset, p.hw)
+        return p
+
+    def _remove(self, key: tuple[str, int], view: MetadataView) -> None:
+        p = self.partitions.pop(key)
+        gc = self.group_commits.pop(key, None)
+        if gc is not None:
+            gc.close(error(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"{key[0]} was deleted"))
+        p.close()
+        if view.topic(key[0]) is None or self.node_id not in view.partition(*key).replicas:  # type: ignore[union-attr]
+            shutil.rmtree(os.path.join(self.root, f"{key[0]}-{key[1]}"), ignore_errors=True)
+            log.info("removed data of %s-%d", *key)
+
+    def _update_fetchers(self) -> None:
+        leaders = {p.leader_id for p in self.partitions.values()
+                   if p.role == FOLLOWER and p.leader_id >= 0}
+        for leader in leaders:
+            if leader not in self.fetchers:
+                f = FetcherSession(self, leader)
+                self.fetchers[leader] = f
+                assert self._spawn is not None
+                f.task = self._spawn(f.run(), f"fetcher-{leader}")
+        for f in self.fetchers.values():
+            f.wake()
+
+    def followed_from(self, leader_id: int) -> list[Partition]:
+        return [p for p in self.partitions.values()
+                if p.role == FOLLOWER and p.leader_id == leader_id]
+
+    # -- lookups for handlers ---------------------------------------------------------------
+    def get(self, topic: str, index: int) -> Partition:
+        p = self.partitions.get((topic, index))
+        if p is not None:
+            return p
+        view = self.broker.view
+        pi = view.partition(topic, index)
+        if pi is None:
+            raise error(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+                        f"no partition {topic}-{index} in this cluster")
+        raise error(ErrorCode.NOT_LEADER_OR_FOLLOWER,
+                    f"broker {self.node_id} does not host {topic}-{index}",
+                    {"leader_id": pi.leader, "leader_epoch": pi.leader_epoch})
+
+    def leader(self, topic: str, index: int) -> Partition:
+        p = self.get(topic, index)
+        if p.role != LEADER:
+            raise p.not_leader()
+        return p
+
+    async def durable(self, p: Partition, offset: int) -> None:
+        """Under the fsync policy, until `offset` is on disk; otherwise at once."""
+        if p.log.options.flush_policy == "fsync":
+            gc = self.group_commits.get(p.key)
+            if gc is not None:
+                await gc.durable(offset)
+
+    # -- background loops -------------------------------------------------------------------
+    async def _isr_loop(self) -> None:
+        while True:
+            await asyncio.sleep(ISR_CHECK_INTERVAL_MS / 1000)
+            view = self._last_view
+            if view is None:
+                continue
+            eligible = frozenset(view.active_broker_ids())
+            now = now_ms()
+            for p in list(self.partitions.values()):
+                if p.role != LEADER or p.isr_change_in_flight:
+                    continue
+                new = isr_changes(self.node_id, p.replicas, p.isr, p.progress, p.hw,
+                                  p.epoch_start_offset, now,
+                                  self.cfg.replication.replica_lag_time_max_ms, eligible)
+                if new is not None:
+                    p.isr_change_in_flight = True
+                    assert self._spawn is not None
+                    self._spawn(self._alter_isr(p, new), f"alter-isr-{p.topic}-{p.index}")
+
+    async def _alter_isr(self, p: Partition, isr: tuple[int, ...]) -> None:
+        log.info("%s-%d: asking the controller to change the ISR %s -> %s", p.topic, p.index,
+                 list(p.isr), list(isr))
+        try:
+            await self.broker.call_controller("/v1/controller/alter-partition", {
+                "broker_id": self.node_id, "broker_epoch": self.broker_epoch,
+                "topic": p.topic, "partition": p.index, "leader_epoch": p.leader_epoch,
+                "partition_epoch": p.partition_epoch, "isr": list(isr)})
+        except RaftlogError as exc:
+            log.info("%s-%d: ISR change refused: %s", p.topic, p.index, exc)
+            await asyncio.sleep(0.5)
+        finally:
+            p.isr_change_in_flight = False
+
+    async def _flush_loop(self) -> None:
+        """The `interval` flush policy: fsync every partition's new data in a worker thread."""
+        while True:
+            await asyncio.sleep(self.cfg.log.flush_interval_ms / 1000)
+            for p in list(self.partitions.values()):
+                if p.log.options.flush_policy == "interval" and \
+                        p.log.flushed_offset < p.log.log_end_offset:
+                    try:
+                        await asyncio.to_thread(p.log.flush)
+                    except (OSError, ValueError) as exc:
+                        log.error("%s-%d: flush failed: %s", p.topic, p.index, exc)
+
+    def _checkpoint(self, p: Partition) -> None:
+        try:
+            p.log.write_high_watermark(p.hw)
+        except (OSError, ValueError) as exc:
+            log.warning("%s-%d: high watermark checkpoint failed: %s", p.topic, p.index, exc)
+
+    async def _checkpoint_loop(self) -> None:
+        while True:
+            await asyncio.sleep(HW_CHECKPOINT_INTERVAL_MS / 1000)
+            for p in list(self.partitions.values()):
+                if p.hw != p.log.high_watermark_checkpoint:
+                    await asyncio.to_thread(self._checkpoint, p)

@@ -1,0 +1,270 @@
+"""One partition replica on this broker: its log, its role, its high watermark and waiters.
+
+Owns the per-partition rules of the data plane: leader appends, acks=all waiting, answering a
+follower's fetch (epoch fencing, divergence detection, progress and HW), follower appends and
+truncation, consumer reads below the HW, and the long-poll wake-ups. Role changes come only from
+applied metadata (`ReplicaManager` calls `become_leader` / `become_follower`).
+
+Runs on the event loop. Imports storage, codec, errors and replication.progress/waiters; never
+aiohttp, pysyncobj or raftlog.meta (the manager hands in plain values).
+
+Leader flow:  append -> wake follower fetches -> followers fetch at their new LEO ->
+              record_fetch -> high_watermark() -> waiters.notify -> acks=all answers.
+Follower flow: fetch(offset=LEO, last_fetched_epoch) -> diverging? truncate (never to HW) :
+              append_replica -> HW = min(leader HW, own LEO).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from raftlog.codec import batch as batch_codec
+from raftlog.errors import ErrorCode, RaftlogError, error
+from raftlog.replication.progress import FollowerProgress, high_watermark, record_fetch
+from raftlog.replication.waiters import OffsetWaiters
+
+log = logging.getLogger("raftlog.partition")
+
+LEADER = "leader"
+FOLLOWER = "follower"
+OFFLINE = "offline"
+
+
+def epoch_start_batch(now_ms: int) -> bytearray:
+    """The control batch a new leader writes first, so its epoch is in the log and the HW can
+    move past the old epoch's tail without waiting for a client write (consumers skip it)."""
+    return bytearray(batch_codec.encode([(b"leader_epoch_start", None, None, now_ms)],
+                                        attributes=batch_codec.CONTROL))
+
+
+class Partition:
+    def __init__(self, topic: str, index: int, plog: Any, broker_id: int):
+        self.topic = topic
+        self.index = index
+        self.log = plog
+        self.broker_id = broker_id
+        self.role = OFFLINE
+        self.leader_id = -1
+        self.leader_epoch = -1
+        self.partition_epoch = -1
+        self.replicas: tuple[int, ...] = ()
+        self.isr: tuple[int, ...] = ()
+        self.min_insync_replicas = 1
+        self.max_message_bytes = batch_codec.DEFAULT_MAX_BATCH_BYTES
+        self.hw = min(plog.high_watermark_checkpoint, plog.log_end_offset)
+        self.epoch_start_offset = 0
+        self.progress: dict[int, FollowerProgress] = {}
+        self.waiters = OffsetWaiters()
+        self._watchers: list[asyncio.Future[None]] = []
+        self.isr_change_in_flight = False
+
+    # -- identity and state -----------------------------------------------------------------
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.topic, self.index)
+
+    @property
+    def log_end_offset(self) -> int:
+        return self.log.log_end_offset
+
+    @property
+    def log_start_offset(self) -> int:
+        return self.log.log_start_offset
+
+    def describe(self) -> dict[str, Any]:
+        return {"topic": self.topic, "partition": self.index, "role": self.role,
+                "leader": self.leader_id, "leader_epoch": self.leader_epoch,
+                "high_watermark": self.hw, "log_start_offset": self.log_start_offset,
+                "log_end_offset": self.log_end_offset, "isr": list(self.isr)}
+
+    def not_leader(self) -> RaftlogError:
+        return error(ErrorCode.NOT_LEADER_OR_FOLLOWER,
+                     f"broker {self.broker_id} is not the leader of {self.topic}-{self.index}",
+                     {"leader_id": self.leader_id, "leader_epoch": self.leader_epoch})
+
+    # -- long-poll wake-ups -----------------------------------------------------------------
+    def watch(self) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._watchers.append(fut)
+        return fut
+
+    def wake(self) -> None:
+        watchers, self._watchers = self._watchers, []
+        for f in watchers:
+            if not f.done():
+                f.set_result(None)
+
+    # -- role changes (from applied metadata) -------------------------------------------------
+    def update_membership(self, replicas: tuple[int, ...], isr: tuple[int, ...],
+                          partition_epoch: int) -> None:
+        self.replicas = replicas
+        self.isr = isr
+        self.partition_epoch = partition_epoch
+        self.isr_change_in_flight = False
+        if self.role == LEADER:
+            self._advance_hw()
+
+    def become_leader(self, leader_epoch: int, replicas: tuple[int, ...], isr: tuple[int, ...],
+                      partition_epoch: int, now_ms: int) -> None:
+        was = (self.role, self.leader_epoch)
+        self.role = LEADER
+        self.leader_id = self.broker_id
+        self.leader_epoch = leader_epoch
+        self.progress = {b: FollowerProgress(last_caught_up_ms=now_ms)
+                         for b in replicas if b != self.broker_id}
+        res = self.log.append(epoch_start_batch(now_ms), leader_epoch, now_ms)
+        self.epoch_start_offset = res.base_offset
+        log.info("%s-%d: leader in epoch %d (was %s), epoch starts at %d, HW %d",
+                 self.topic, self.index, leader_epoch, was, self.epoch_start_offset, self.hw)
+        self.update_membership(replicas, isr, partition_epoch)
+        self.wake()
+
+    def become_follower(self, leader_id: int, leader_epoch: int, replicas: tuple[int, ...],
+                        isr: tuple[int, ...], partition_epoch: int) -> None:
+        if self.role == LEADER:
+            self.waiters.fail_all(self.not_leader_after(leader_id, leader_epoch))
+        self.role = FOLLOWER if leader_id >= 0 else OFFLINE
+        self.leader_id = leader_id
+        self.leader_epoch = leader_epoch
+        self.progress = {}
+        self.update_membership(replicas, isr, partition_epoch)
+        self.wake()
+
+    def not_leader_after(self, leader_id: int, leader_epoch: int) -> RaftlogError:
+        return error(ErrorCode.NOT_LEADER_OR_FOLLOWER,
+                     f"leadership of {self.topic}-{self.index} moved to broker {leader_id}",
+                     {"leader_id": leader_id, "leader_epoch": leader_epoch})
+
+    def close(self) -> None:
+        self.waiters.fail_all(self.not_leader_after(-1, self.leader_epoch))
+        self.wake()
+        self.log.close()
+
+    # -- leader side ------------------------------------------------------------------------
+    def check_can_append(self, acks: int) -> None:
+        if self.role != LEADER:
+            raise self.not_leader()
+        if acks == -1 and len(self.isr) < self.min_insync_replicas:
+            raise error(ErrorCode.NOT_ENOUGH_REPLICAS,
+                        f"{self.topic}-{self.index} has {len(self.isr)} in-sync replicas "
+                        f"{list(self.isr)}, min.insync.replicas is {self.min_insync_replicas}")
+
+    def append_leader(self, batch: bytearray, acks: int, now_ms: int) -> Any:
+        """Validate-then-append one client batch; returns the storage AppendResult."""
+        self.check_can_append(acks)
+        res = self.log.append(batch, self.leader_epoch, now_ms)
+        self._advance_hw()
+        self.wake()
+        return res
+
+    def wait_committed(self, next_offset: int) -> asyncio.Future[int]:
+        """Resolves once the HW reaches `next_offset` (the batch's last offset + 1)."""
+        fut = self.waiters.wait(next_offset)
+        if self.hw >= next_offset:
+            self.waiters.notify(self.hw)
+        return fut
+
+    def check_isr_after_append(self) -> None:
+        if len(self.isr) < self.min_insync_replicas:
+            raise error(ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+                        f"{self.topic}-{self.index}: the ISR shrank to {list(self.isr)} below "
+                        f"min.insync.replicas={self.min_insync_replicas} after the append")
+
+    def _advance_hw(self) -> None:
+        new = high_watermark(self.broker_id, self.log_end_offset, self.isr, self.progress,
+                             self.hw, self.epoch_start_offset)
+        if new != self.hw:
+            self.hw = new
+            self.waiters.notify(new)
+            self.wake()
+
+    def answer_follower_fetch(self, follower_id: int, leader_epoch: int, fetch_offset: int,
+                              last_fetched_epoch: int, max_bytes: int,
+                              now_ms: int) -> dict[str, Any]:
+        """One partition entry of a follower's fetch; raises for fenced/unknown requests."""
+        if self.role != LEADER:
+            raise self.not_leader()
+        if leader_epoch < self.leader_epoch:
+            raise error(ErrorCode.FENCED_LEADER_EPOCH,
+                        f"follower epoch {leader_epoch} < leader epoch {self.leader_epoch}",
+                        {"leader_epoch": self.leader_epoch})
+        if leader_epoch > self.leader_epoch:
+            raise error(ErrorCode.UNKNOWN_LEADER_EPOCH,
+                        f"follower epoch {leader_epoch} > leader epoch {self.leader_epoch}")
+        if follower_id not in self.replicas or follower_id == self.broker_id:
+            raise error(ErrorCode.NOT_LEADER_OR_FOLLOWER,
+                        f"broker {follower_id} is not a follower of {self.topic}-{self.index}")
+        leo = self.log_end_offset
+        if last_fetched_epoch >= 0:
+            epoch, end = self.log.end_offset_for_epoch(last_fetched_epoch)
+            if epoch != last_fetched_epoch or end < fetch_offset:
+                return {"diverging_epoch": {"epoch": epoch, "end_offset": end},
+                        "high_watermark": self.hw, "log_start_offset": self.log_start_offset}
+        if fetch_offset > leo:
+            # Only reachable with an epoch the leader does not know: make the follower truncate.
+            latest = self.log.latest_epoch
+            return {"diverging_epoch": {"epoch": latest, "end_offset": leo},
+                    "high_watermark": self.hw, "log_start_offset": self.log_start_offset}
+        if fetch_offset < self.log_start_offset:
+            raise error(ErrorCode.OFFSET_OUT_OF_RANGE,
+                        f"fetch offset {fetch_offset} is below the log start "
+                        f"{self.log_start_offset}",
+                        {"log_start_offset": self.log_start_offset, "log_end_offset": leo})
+        p = self.progress.setdefault(follower_id, FollowerProgress(last_caught_up_ms=now_ms))
+        record_fetch(p, fetch_offset, leo, now_ms)
+        self._advance_hw()
+        records = self.log.read(fetch_offset, max_bytes) if fetch_offset < leo else b""
+        return {"high_watermark": self.hw, "log_start_offset": self.log_start_offset,
+                "records": records}
+
+    # -- follower side ----------------------------------------------------------------------
+    def fetch_position(self) -> tuple[int, int]:
+        """(fetch offset, last fetched epoch) for the next follower fetch."""
+        return self.log.log_end_offset, self.log.latest_epoch
+
+    def truncate_for_divergence(self, epoch: int, end_offset: int) -> int:
+        """KIP-279: truncate to the smaller of the leader's and our own end of `epoch`."""
+        if epoch < 0 or end_offset < 0:
+            target = self.log_start_offset
+        else:
+            own_epoch, own_end = self.log.end_offset_for_epoch(epoch)
+            target = end_offset if own_epoch != epoch else min(end_offset, own_end)
+        target = max(min(target, self.log_end_offset), self.log_start_offset)
+        log.warning("%s-%d: diverged from leader %d at epoch %d; truncating %d -> %d",
+                    self.topic, self.index, self.leader_id, epoch, self.log_end_offset, target)
+        self.log.truncate_to(target)
+        if self.hw > target:
+            self.hw = target
+        return target
+
+    def append_follower(self, records: bytes, leader_hw: int, leader_log_start: int,
+                        now_ms: int) -> None:
+        if records:
+            self.log.append_replica(records, now_ms)
+        if leader_log_start > self.log_start_offset and leader_log_start <= self.log_end_offset:
+            self.log.delete_before(leader_log_start)
+        new_hw = min(leader_hw, self.log_end_offset)
+        if new_hw > self.hw:
+            self.hw = new_hw
+            self.wake()
+
+    # -- consumer side ----------------------------------------------------------------------
+    def read_committed(self, offset: int, max_bytes: int) -> bytes:
+        """Whole batches from `offset`, all below the HW."""
+        if self.role != LEADER:
+            raise self.not_leader()
+        if offset < self.log_start_offset or offset > self.log_end_offset:
+            raise self._out_of_range(offset)
+        if offset >= self.hw:
+            # Between HW and LEO: not committed yet. After a failover the new leader's HW may
+            # briefly lag what consumers already read, so this is "nothing yet", not an error.
+            return b""
+        return self.log.read(offset, max_bytes, self.hw)
+
+    def _out_of_range(self, offset: int) -> RaftlogError:
+        return error(ErrorCode.OFFSET_OUT_OF_RANGE,
+                     f"offset {offset} is outside [{self.log_start_offset}, "
+                     f"{self.log_end_offset}] of {self.topic}-{self.index}",
+                     {"log_start_offset": self.log_start_offset,
+                      "log_end_offset": self.log_end_offset, "high_watermark": self.hw})

@@ -1,0 +1,65 @@
+"""`python -m raftlog.server --config X --node-id N`: run one node in the foreground.
+
+Owns process-level concerns only: logging format, the event loop (uvloop when installed),
+signal handling for a clean stop, and printing config errors as one line with a non-zero exit.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from raftlog import config as config_mod
+from raftlog.errors import ConfigError
+
+
+async def _serve(cfg: config_mod.ClusterConfig, node_id: int) -> int:
+    from raftlog.server.broker import Broker
+    broker = Broker(cfg, node_id)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await broker.start()
+    except OSError as exc:
+        logging.getLogger("raftlog").error("cannot start node %d: %s", node_id, exc)
+        await broker.stop()
+        return 1
+    await stop.wait()
+    logging.getLogger("raftlog").info("node %d stopping", node_id)
+    await broker.stop()
+    return 0
+
+
+def run_node(config_path: str, node_id: int, log_level: str = "INFO") -> int:
+    logging.basicConfig(level=getattr(logging, log_level),
+                        format=f"%(asctime)s node-{node_id} %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    try:
+        cfg = config_mod.load(config_path)
+        cfg.node(node_id)
+    except ConfigError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    try:
+        import uvloop  # optional: a faster loop where it is installed
+        runner = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    return runner(_serve(cfg, node_id))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(prog="python -m raftlog.server")
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--node-id", type=int, required=True)
+    ap.add_argument("--log-level", default="INFO")
+    a = ap.parse_args()
+    return run_node(a.config, a.node_id, a.log_level)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,224 @@
+"""Broker: the composition root of one raftlog node. It wires parts together and owns their tasks.
+
+Builds the metadata replica (Raft), the controller, the broker lifecycle (registration and
+heartbeats), the replica manager (data plane) and the aiohttp server; starts them in order,
+owns every background task, and stops everything on shutdown. No protocol logic lives here:
+only wiring, forwarding to the controller, and the JSON descriptions the admin API returns.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Any, Coroutine
+
+from aiohttp import web
+
+from raftlog.config import ClusterConfig
+from raftlog.errors import ErrorCode, error
+from raftlog.meta.controller import Controller
+from raftlog.meta.replica import MetaReplica, RaftTiming
+from raftlog.meta.view import MetadataView
+from raftlog.replication.peer import PeerClient
+from raftlog.server import handlers_admin
+from raftlog.server.http import error_middleware
+from raftlog.server.lifecycle import BrokerLifecycle
+
+log = logging.getLogger("raftlog.broker")
+
+FORWARD_HEADER = "X-Raftlog-Forwarded"
+TOPIC_READY_TIMEOUT_S = 10.0
+
+
+def raft_timing(cfg: ClusterConfig) -> RaftTiming:
+    r = cfg.raft
+    return RaftTiming(election_timeout_min_s=r.election_timeout_min_ms / 1000,
+                      election_timeout_max_s=r.election_timeout_max_ms / 1000,
+                      append_entries_period_s=r.append_entries_period_ms / 1000,
+                      leader_fallback_timeout_s=r.leader_fallback_timeout_ms / 1000)
+
+
+class Broker:
+    def __init__(self, cfg: ClusterConfig, node_id: int):
+        self.cfg = cfg
+        self.node_id = node_id
+        self.node = cfg.node(node_id)
+        self.peer = PeerClient()
+        self.meta: MetaReplica | None = None
+        self.controller: Controller | None = None
+        self.lifecycle: BrokerLifecycle | None = None
+        self.replicas: Any = None     # the data plane's ReplicaManager
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._runner: web.AppRunner | None = None
+        self._view_changed = asyncio.Event()
+
+    # -- wiring -----------------------------------------------------------------------------
+    async def start(self) -> None:
+        os.makedirs(self.node.data_dir, exist_ok=True)
+        loop = asyncio.get_running_loop()
+        peers = {n.id: (n.host, n.raft_port) for n in self.cfg.nodes}
+        self.meta = MetaReplica(self.node_id, peers, os.path.join(self.node.data_dir, "meta"),
+                                loop, password=self.cfg.cluster.secret or None,
+                                timing=raft_timing(self.cfg))
+        self.meta.add_listener(self._on_view)
+        self.controller = Controller(self.meta, self.cfg)
+        self.lifecycle = BrokerLifecycle(self.cfg, self.node_id, self.call_controller,
+                                         lambda: self.view.version)
+        self.replicas = self._build_data_plane()
+        app = web.Application(middlewares=[error_middleware],
+                              client_max_size=self.cfg.limits.max_request_bytes)
+        app.add_routes(handlers_admin.routes(self))
+        if self.replicas is not None:
+            from raftlog.server import handlers_data
+            app.add_routes(handlers_data.routes(self))
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.node.host, self.node.http_port, reuse_address=True)
+        await site.start()
+        log.info("node %d: HTTP on http://%s:%d, Raft on %s:%d, data in %s", self.node_id,
+                 self.node.host, self.node.http_port, self.node.host, self.node.raft_port,
+                 self.node.data_dir)
+        self._spawn(self.controller.run(), "controller")
+        self._spawn(self.lifecycle.run(), "lifecycle")
+        if self.replicas is not None:
+            await self.replicas.start(self._spawn)
+
+    def _build_data_plane(self) -> Any:
+        try:
+            from raftlog.replication.manager import ReplicaManager
+        except ImportError:  # the data plane lands in its own issue
+            return None
+        return ReplicaManager(self)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=name)
+        task.add_done_callback(self._task_done)
+        self._tasks.append(task)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task %s died: %r", task.get_name(), task.exception(),
+                      exc_info=task.exception())
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.replicas is not None:
+            await self.replicas.stop()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.peer.close()
+        if self.meta is not None:
+            await self.meta.aclose()
+
+    # -- metadata ---------------------------------------------------------------------------
+    @property
+    def view(self) -> MetadataView:
+        assert self.meta is not None
+        return self.meta.view
+
+    def _on_view(self, view: MetadataView) -> None:
+        if self.replicas is not None:
+            self.replicas.on_view(view)
+        self._view_changed.set()
+        self._view_changed = asyncio.Event()
+
+    async def wait_view(self, predicate: Any, timeout_s: float) -> MetadataView:
+        """Until the applied view satisfies `predicate`; REQUEST_TIMED_OUT after timeout_s."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not predicate(self.view):
+            left = deadline - loop.time()
+            if left <= 0:
+                raise error(ErrorCode.REQUEST_TIMED_OUT, "metadata did not reach the expected state")
+            try:
+                await asyncio.wait_for(self._view_changed.wait(), left)
+            except asyncio.TimeoutError:
+                pass
+        return self.view
+
+    @property
+    def is_controller(self) -> bool:
+        return self.meta is not None and self.meta.is_leader
+
+    def controller_url(self) -> str | None:
+        cid = self.meta.leader_id if self.meta else None
+        if cid is None:
+            return None
+        n = self.cfg.node(cid)
+        return f"http://{n.host}:{n.http_port}"
+
+    def require_controller(self) -> None:
+        if not self.is_controller:
+            cid = self.meta.leader_id if self.meta else None
+            raise error(ErrorCode.NOT_CONTROLLER, f"node {self.node_id} is not the controller",
+                        {"controller_id": cid, "controller_url": self.controller_url()})
+
+    def no_controller(self) -> Exception:
+        return error(ErrorCode.NO_QUORUM, "no controller is elected (is a majority of nodes up?)",
+                     {"retry_after_ms": 500})
+
+    async def call_controller(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Broker -> controller call: in process when this node is the controller."""
+        if self.is_controller:
+            assert self.controller is not None
+            c = self.controller
+            if path.endswith("/register"):
+                return await c.register(body["broker_id"], body["host"], body["http_port"],
+                                        body["incarnation"])
+            if path.endswith("/heartbeat"):
+                return await c.heartbeat(body["broker_id"], body["broker_epoch"],
+                                         body["metadata_version"])
+            if path.endswith("/alter-partition"):
+                return await c.alter_partition(**{k: body[k] for k in (
+                    "broker_id", "broker_epoch", "topic", "partition", "leader_epoch",
+                    "partition_epoch", "isr")})
+            if path.endswith("/producer-ids"):
+                return await c.allocate_producer_ids(body["count"])
+            raise error(ErrorCode.NOT_FOUND, f"no controller call {path}")
+        url = self.controller_url()
+        if url is None:
+            raise self.no_controller()
+        return await self.peer.request("POST", url + path, body, timeout_s=5.0)
+
+    async def forward(self, request: web.Request, body: Any) -> Any:
+        """Send an admin write to the controller and return its answer."""
+        if request.headers.get(FORWARD_HEADER):
+            self.require_controller()   # forwarded once already: never loop
+        url = self.controller_url()
+        if url is None:
+            raise self.no_controller()
+        return await self.peer.request(request.method, url + request.path_qs, body,
+                                       timeout_s=handlers_admin.ADMIN_TIMEOUT_S)
+
+    # -- descriptions -----------------------------------------------------------------------
+    def cluster_description(self) -> dict[str, Any]:
+        view = self.view
+        parts = list(view.all_partitions())
+        return {
+            "cluster_id": self.cfg.cluster.id, "node_id": self.node_id,
+            "controller": self.meta.leader_id if self.meta else None,
+            "metadata_version": view.version,
+            "brokers": [{"id": b.broker_id, "host": b.host, "http_port": b.http_port,
+                         "url": f"http://{b.host}:{b.http_port}", "epoch": b.epoch,
+                         "state": "fenced" if b.fenced else "active"}
+                        for b in (view.brokers[i] for i in view.broker_ids())],
+            "nodes": [{"id": n.id, "host": n.host, "http_port": n.http_port}
+                      for n in self.cfg.nodes],
+            "partitions_total": len(parts),
+            "offline_partitions": sum(1 for p in parts if p.leader < 0),
+            "under_replicated_partitions": sum(1 for p in parts if len(p.isr) < len(p.replicas)),
+        }
+
+    def topic_description(self, name: str) -> dict[str, Any]:
+        return handlers_admin.topic_json(self.view, name, self.cfg.log)
+
+    async def wait_topic_ready(self, name: str) -> dict[str, Any]:
+        """After a create: until every partition has a leader in this node's view."""
+        def ready(v: MetadataView) -> bool:
+            t = v.topic(name)
+            return t is not None and all(p.leader >= 0 for p in t.partitions)
+        await self.wait_view(ready, TOPIC_READY_TIMEOUT_S)
+        return self.topic_description(name)
