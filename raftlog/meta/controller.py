@@ -55,6 +55,7 @@ class Controller:
         self._last_heartbeat_ms: dict[int, tuple[int, int]] = {}   # broker -> (epoch, mono ms)
         self._registered_version: dict[int, int] = {}              # broker -> view version
         self._last_rebalance_ms = 0
+        self._active_since_ms = 0
         self._lock = asyncio.Lock()   # one controller decision at a time: no racing CAS
 
     @property
@@ -97,8 +98,23 @@ class Controller:
         now = self._mono_ms()
         view = self.meta.view
         self._last_heartbeat_ms = {b.broker_id: (b.epoch, now) for b in view.brokers.values()}
+        self._active_since_ms = now
         self._last_rebalance_ms = now
         log.info("controller active at metadata version %d", view.version)
+
+    def live_brokers(self) -> tuple[int, ...]:
+        """Unfenced brokers heard from lately: where new replicas may go.
+
+        Fencing waits a whole session; placement should not. Right after this controller took
+        over nobody has had the chance to heartbeat yet, so then every unfenced broker counts.
+        """
+        view = self.meta.view
+        now = self._mono_ms()
+        fresh_ms = 3 * self.cfg.broker.heartbeat_interval_ms
+        if now - self._active_since_ms < fresh_ms:
+            return view.active_broker_ids()
+        return tuple(b for b in view.active_broker_ids()
+                     if now - self._last_heartbeat_ms.get(b, (0, -fresh_ms))[1] <= fresh_ms)
 
     async def _fence_expired(self) -> None:
         view = self.meta.view
@@ -211,7 +227,7 @@ class Controller:
         if msg:
             raise error(ErrorCode.INVALID_TOPIC_EXCEPTION, msg)
         view = self.meta.view
-        active = view.active_broker_ids()
+        active = self.live_brokers()
         if partitions is None:
             partitions = self.cfg.log.num_partitions
         if replication_factor is None:
