@@ -9,22 +9,46 @@ Every node of a cluster must run code that understands the same FORMAT_VERSION a
 that rejected an entry its peers accepted would diverge. A new format therefore ships behind a
 cluster-wide switch, never by a rolling restart alone.
 
-Ops and payload fields (``?`` = optional, with its default):
+Ops, payload fields (``?`` = optional, with its default) -> ok payload; rejection codes:
 
     register_broker       broker_id, host, http_port, incarnation, now_ms
-    unfence_broker        broker_id, broker_epoch
-    fence_broker          broker_id, broker_epoch
+                          -> {broker_id, broker_epoch, duplicate, changed: [[topic, p]]}
+                          A new broker starts fenced; the same incarnation again is a duplicate
+                          (same epoch); a new incarnation gets a higher epoch and loses its ISR
+                          places and leaderships like a fence.  INVALID_REQUEST
+    unfence_broker        broker_id, broker_epoch  -> {broker_id, broker_epoch, elected}
+                          Also elects it where partitions it replicates are leaderless.
+                          UNKNOWN_BROKER, STALE_BROKER_EPOCH
+    fence_broker          broker_id, broker_epoch  -> {broker_id, broker_epoch, changed}
+                          UNKNOWN_BROKER, STALE_BROKER_EPOCH
     create_topic          topic, topic_id, replicas [[int]], config? {}
-    delete_topic          topic, topic_id? ""  ("" = whatever id it has)
+                          -> {topic, topic_id, partitions, duplicate}
+                          INVALID_TOPIC_EXCEPTION, TOPIC_ALREADY_EXISTS, INVALID_PARTITIONS,
+                          INVALID_REPLICATION_FACTOR, UNKNOWN_BROKER, BROKER_NOT_AVAILABLE
+    delete_topic          topic, topic_id? "" ("" = any id)  -> {topic, topic_id}
+                          UNKNOWN_TOPIC_OR_PARTITION
     alter_topic_config    topic, set? {}, delete? [], replace? nil, expected? nil
+                          -> {topic, config, elected}   UNKNOWN_TOPIC_OR_PARTITION,
+                          INVALID_REQUEST (also when `expected` is not the current config)
     change_partition      topic, partition, partition_epoch, leader, isr [int],
                           leader_epoch? -1 (-1 = unchecked), isr_broker_epochs? [] (unchecked)
+                          -> {topic, partition, leader, leader_epoch, isr, partition_epoch,
+                              changed}   UNKNOWN_TOPIC_OR_PARTITION, STALE_PARTITION_EPOCH,
+                          FENCED_LEADER_EPOCH, STALE_BROKER_EPOCH, UNKNOWN_BROKER,
+                          BROKER_NOT_AVAILABLE (fenced ISR member), INVALID_REQUEST
     elect_leaders         changes [change_partition payloads]
+                          -> {results: [one change_partition result per change, in order]}
     allocate_producer_ids count, broker_id? -1, broker_epoch? -1 (-1 = unchecked)
-    noop                  (nothing)
+                          -> {start, count}   INVALID_REQUEST, UNKNOWN_BROKER, STALE_BROKER_EPOCH
+    noop                  (nothing) -> {version}: the version this command was applied at
     set_group_assignment  group, generation, expected_generation, protocol,
                           assignment {member: [[topic, partition]]}
-    delete_group          group, expected_generation
+                          -> {group, generation, duplicate}   ILLEGAL_GENERATION,
+                          UNKNOWN_TOPIC_OR_PARTITION, INVALID_REQUEST
+    delete_group          group, expected_generation -> {group, generation}
+                          GROUP_ID_NOT_FOUND, ILLEGAL_GENERATION
+
+Any op: INVALID_REQUEST for a malformed command; UNKNOWN_SERVER_ERROR for a bug.
 
 Results are small msgpack-able tuples: ``("ok", {..})`` or ``("error", CODE_NAME, message)``
 where CODE_NAME is an `ErrorCode` name. Every command is a compare-and-set or idempotent,

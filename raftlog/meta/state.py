@@ -1,8 +1,8 @@
 """MetadataState: the replicated metadata state machine, pure and deterministic.
 
-Owns: the transition of the metadata view by one command (`apply`), and the canonical snapshot
-(`snapshot`/`restore`). Pure: imports msgpack, raftlog.errors and meta/{commands,names,
-placement,view}; never time, random, os, asyncio, pysyncobj or storage. Time arrives stamped
+Owns: the transition of the metadata view by one command (`apply`); `snapshot`/`restore`
+delegate to meta/snapshot.py. Pure: imports raftlog.errors and meta/{commands,names,placement,
+snapshot,view}; never time, random, os, asyncio, pysyncobj or storage. Time arrives stamped
 in commands by their proposer.
 
 Rules that keep every node identical (pysyncobj.md §2, style B4):
@@ -26,15 +26,14 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-import msgpack
-
 from raftlog import errors
 from raftlog.meta import commands, names, placement
 from raftlog.meta.commands import Result
+from raftlog.meta.snapshot import snapshot_bytes, view_from_snapshot
 from raftlog.meta.view import (NO_LEADER, UNCLEAN_ELECTION_KEY, BrokerInfo, GroupInfo,
                                MetadataView, PartitionInfo, TopicInfo, config_true, frozen_map)
 
-SNAPSHOT_FORMAT = 1
+__all__ = ["MetadataState", "state_from_snapshot", "snapshot_bytes", "view_from_snapshot"]
 PRODUCER_ID_BLOCK_MAX = 1_000_000
 TOPIC_PARTITIONS_MAX = 100_000
 
@@ -427,48 +426,3 @@ _HANDLERS: dict[str, Callable[[MetadataView, dict[str, Any]], tuple[Result, Meta
     "noop": _noop,
 }
 assert set(_HANDLERS) == commands.OPS, "every op needs a handler"
-
-
-# --- snapshot: canonical msgpack, every map as a list sorted by key ---------------------------
-
-def snapshot_bytes(v: MetadataView) -> bytes:
-    brokers = [[b.broker_id, b.host, b.http_port, b.incarnation, b.epoch, b.fenced,
-                b.registered_ms] for b in (v.brokers[i] for i in sorted(v.brokers))]
-    topics = [[t.name, t.topic_id, [[k, t.config[k]] for k in sorted(t.config)],
-               [[list(p.replicas), p.leader, p.leader_epoch, list(p.isr), p.partition_epoch]
-                for p in t.partitions]]
-              for t in (v.topics[n] for n in sorted(v.topics))]
-    groups = [[g.group, g.generation, g.protocol,
-               [[m, [list(tp) for tp in g.assignment[m]]] for m in sorted(g.assignment)]]
-              for g in (v.groups[n] for n in sorted(v.groups))]
-    blob: bytes = msgpack.packb([SNAPSHOT_FORMAT, v.version, v.next_producer_id,
-                                 v.last_broker_epoch, brokers, topics, groups], use_bin_type=True)
-    return blob
-
-
-def view_from_snapshot(blob: bytes) -> MetadataView:
-    """Rebuild a view from `snapshot_bytes`; raises ValueError if the blob is not one."""
-    try:
-        fmt, version, next_pid, last_epoch, brokers, topics, groups = msgpack.unpackb(
-            blob, raw=False, use_list=True)
-        if fmt != SNAPSHOT_FORMAT:
-            raise ValueError(f"snapshot format {fmt!r}, expected {SNAPSHOT_FORMAT}")
-        bmap = {}
-        for bid, host, port, inc, epoch, fenced, reg_ms in brokers:
-            bmap[bid] = BrokerInfo(bid, host, port, inc, epoch, bool(fenced), reg_ms)
-        tmap = {}
-        for name, tid, config, parts in topics:
-            pinfos = tuple(PartitionInfo(name, i, tuple(reps), leader, le, tuple(isr), pe)
-                           for i, (reps, leader, le, isr, pe) in enumerate(parts))
-            tmap[name] = TopicInfo(name, tid, frozen_map({k: val for k, val in config}), pinfos)
-        gmap = {}
-        for group, gen, protocol, assignment in groups:
-            gmap[group] = GroupInfo(group, gen, protocol, frozen_map(
-                {m: tuple((t, p) for t, p in tps) for m, tps in assignment}))
-    except ValueError:
-        raise
-    except Exception as e:
-        raise ValueError(f"not a metadata snapshot: {e!r:.200}") from None
-    return MetadataView(version=version, brokers=MappingProxyType(bmap),
-                        topics=MappingProxyType(tmap), groups=MappingProxyType(gmap),
-                        next_producer_id=next_pid, last_broker_epoch=last_epoch)

@@ -162,7 +162,7 @@ def test_views_are_read_only() -> None:
         v.version = 5                                          # type: ignore[misc]
 
 
-PURE = ["commands.py", "state.py", "view.py", "placement.py", "names.py"]
+PURE = ["commands.py", "state.py", "view.py", "placement.py", "names.py", "snapshot.py"]
 FORBIDDEN = {"time", "random", "os", "asyncio", "threading", "pysyncobj", "socket",
              "raftlog.storage", "raftlog.server", "raftlog.replication", "aiohttp", "uuid"}
 
