@@ -225,3 +225,85 @@ class ProcessCluster:
         except TimeoutError:
             tails = "\n".join(f"--- node {i}\n{self.log_tail(i)}" for i in self.procs)
             raise TimeoutError(f"cluster not ready in {timeout_s}s\n{tails}") from None
+
+
+def post_msgpack(url: str, body: Any, timeout_s: float = 20.0) -> Any:
+    """POST a msgpack body; answers (errors included) come back decoded."""
+    import msgpack
+    req = urllib.request.Request(url, data=msgpack.packb(body, use_bin_type=True), method="POST",
+                                 headers={"Content-Type": "application/msgpack",
+                                          "Accept": "application/msgpack"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as r:
+            return msgpack.unpackb(r.read(), raw=False)
+    except urllib.error.HTTPError as exc:
+        raise HttpError(exc.code, msgpack.unpackb(exc.read(), raw=False)) from None
+
+
+class DataClient:
+    """A minimal synchronous data-plane client for tests: route to leaders, produce, fetch."""
+
+    def __init__(self, cluster: ProcessCluster):
+        self.c = cluster
+
+    def partition(self, topic: str, p: int, node: int | None = None) -> dict:
+        for n in ([node] if node else self.c.live_nodes()):
+            try:
+                t = self.c.get(n, f"/v1/topics/{topic}", timeout_s=2.0)
+                return t["partitions"][p]
+            except Exception:
+                continue
+        raise ConnectionError("no node described the topic")
+
+    def leader(self, topic: str, p: int) -> int:
+        return self.partition(topic, p)["leader"]
+
+    def produce(self, topic: str, p: int, records: list[tuple[bytes | None, bytes]],
+                acks: int = -1, timeout_ms: int = 10_000, node: int | None = None) -> dict:
+        import time as _t
+
+        from raftlog.codec import batch
+        now = int(_t.time() * 1000)
+        b = batch.encode([(k, v, None, now) for k, v in records])
+        node = node or self.leader(topic, p)
+        out = post_msgpack(self.c.url(node, "/v1/produce"),
+                           {"acks": acks, "timeout_ms": timeout_ms,
+                            "partitions": [{"topic": topic, "partition": p, "batch": b}]},
+                           timeout_s=timeout_ms / 1000 + 10)
+        return out["partitions"][0] if out["partitions"] else {}
+
+    def fetch(self, topic: str, p: int, offset: int, node: int | None = None,
+              max_wait_ms: int = 0, max_bytes: int = 1 << 20) -> dict:
+        node = node or self.leader(topic, p)
+        out = post_msgpack(self.c.url(node, "/v1/fetch"),
+                           {"max_wait_ms": max_wait_ms, "min_bytes": 1, "max_bytes": max_bytes,
+                            "partitions": [{"topic": topic, "partition": p, "offset": offset}]},
+                           timeout_s=max_wait_ms / 1000 + 10)
+        return out["partitions"][0]
+
+    def read_all(self, topic: str, p: int, node: int | None = None) -> list:
+        """Every committed record of a partition, from the leader (or `node`)."""
+        from raftlog.codec import batch
+        out: list = []
+        offset = 0
+        while True:
+            r = self.fetch(topic, p, offset, node)
+            if r.get("error"):
+                raise HttpError(200, r)
+            recs = [x for x in batch.decode(r["records"]) if x.offset >= offset]
+            if not r["records"]:
+                return out
+            out.extend(recs)
+            last = None
+            for _pos, h in batch.iter_batches(r["records"]):
+                last = h
+            offset = last.next_offset if last else offset
+
+    def segment_bytes(self, node: int, topic: str, p: int) -> bytes:
+        d = os.path.join(self.c.workdir, f"node-{node}", "partitions", f"{topic}-{p}")
+        names = sorted(n for n in os.listdir(d) if n.endswith(".log"))
+        data = b""
+        for n in names:
+            with open(os.path.join(d, n), "rb") as fh:
+                data += fh.read()
+        return data

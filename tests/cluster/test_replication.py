@@ -1,0 +1,161 @@
+"""Replication on real 3-node clusters: byte-identical replicas, no acknowledged loss on leader
+SIGKILL, ISR shrink/expand with min.insync.replicas, divergence truncation, long-poll timing,
+and nothing above the high watermark reaches a consumer."""
+import threading
+import time
+
+import pytest
+
+from raftlog.codec import batch
+from raftlog.testing.cluster import DataClient, ProcessCluster, wait_until
+
+pytestmark = pytest.mark.cluster
+
+LAG_TOML = "[replication]\nreplica_lag_time_max_ms = 1500\nreplica_fetch_wait_max_ms = 300\n"
+
+
+@pytest.fixture
+def rc(tmp_path):
+    c = ProcessCluster(str(tmp_path / "c"), 3, extra_toml=LAG_TOML)
+    try:
+        c.start()
+        c.wait_ready(40)
+        yield c, DataClient(c)
+    finally:
+        c.stop()
+
+
+def make_topic(c, name, partitions=1, mir=2):
+    c.call(1, "POST", "/v1/topics", {"name": name, "partitions": partitions,
+                                      "replication_factor": 3,
+                                      "config": {"min.insync.replicas": mir}})
+
+
+def replicas_identical(dc, topic, p, nodes=(1, 2, 3)):
+    data = [dc.segment_bytes(n, topic, p) for n in nodes]
+    return data[0] if all(d == data[0] for d in data) and data[0] else None
+
+
+def test_acks_all_batches_are_byte_identical_on_every_replica(rc):
+    c, dc = rc
+    make_topic(c, "same")
+    acked = []
+    for i in range(20):
+        r = dc.produce("same", 0, [(b"k%d" % i, b"v%d-%d" % (i, j)) for j in range(10)])
+        assert "error" not in r, r
+        acked.append(r["base_offset"])
+    assert acked == sorted(acked) and len(set(acked)) == 20
+    data = wait_until(lambda: replicas_identical(dc, "same", 0), 10, what="identical replicas")
+    # what the replicas hold is exactly what a consumer reads back
+    values = [r.value for r in batch.decode(data)]
+    assert values == [b"v%d-%d" % (i, j) for i in range(20) for j in range(10)]
+    assert [r.value for r in dc.read_all("same", 0)] == values
+
+
+def test_leader_sigkill_right_after_ack_loses_nothing(rc):
+    c, dc = rc
+    make_topic(c, "kill")
+    acked = {}
+    for i in range(30):
+        r = dc.produce("kill", 0, [(None, b"rec-%d" % i)])
+        assert "error" not in r, r
+        acked[r["base_offset"]] = b"rec-%d" % i
+    old = dc.leader("kill", 0)
+    c.kill(old)                       # immediately after the last acks=all answer
+    survivors = [n for n in (1, 2, 3) if n != old]
+    wait_until(lambda: dc.partition("kill", 0, survivors[0])["leader"] in survivors, 15,
+               what="a new leader")
+    got = wait_until(lambda: {r.offset: r.value for r in dc.read_all("kill", 0)}
+                     if len(dc.read_all("kill", 0)) >= len(acked) else None, 15,
+                     what="new leader serving every acknowledged record")
+    for off, v in acked.items():
+        assert got[off] == v, f"offset {off}: acknowledged {v!r}, new leader has {got.get(off)!r}"
+
+
+def test_follower_down_min_isr_two_keeps_working_three_refuses(rc):
+    c, dc = rc
+    make_topic(c, "mir2", mir=2)
+    make_topic(c, "mir3", mir=3)
+    leader2 = dc.leader("mir2", 0)
+    ctl = c.controller()
+    follower = next(n for n in (1, 2, 3) if n not in (leader2, ctl))
+    c.kill(follower)
+    # mir=2: acks=all keeps working once the dead follower left the ISR
+    r = dc.produce("mir2", 0, [(None, b"after-shrink")], timeout_ms=15_000)
+    assert "error" not in r, r
+    wait_until(lambda: follower not in dc.partition("mir3", 0)["isr"], 15, what="ISR shrink")
+    # mir=3: refused before the append, and nothing becomes visible
+    hw_before = dc.fetch("mir3", 0, 0)["high_watermark"]
+    r = dc.produce("mir3", 0, [(None, b"must-not-be-acked")])
+    assert r.get("error") == "NOT_ENOUGH_REPLICAS", r
+    assert b"must-not-be-acked" not in [x.value for x in dc.read_all("mir3", 0)]
+    assert dc.fetch("mir3", 0, 0)["high_watermark"] == hw_before
+    # the follower returns, catches up and rejoins the ISR
+    c.start(follower)
+    wait_until(lambda: follower in dc.partition("mir2", 0)["isr"], 30, what="ISR expand")
+    wait_until(lambda: follower in dc.partition("mir3", 0)["isr"], 30, what="ISR expand mir3")
+    r = dc.produce("mir3", 0, [(None, b"three-again")])
+    assert "error" not in r, r
+    wait_until(lambda: replicas_identical(dc, "mir2", 0), 15, what="mir2 replicas identical")
+
+
+def test_unreplicated_suffix_is_truncated_and_never_visible(rc):
+    c, dc = rc
+    make_topic(c, "div", mir=2)
+    for i in range(5):
+        assert "error" not in dc.produce("div", 0, [(None, b"committed-%d" % i)])
+    wait_until(lambda: replicas_identical(dc, "div", 0), 10, what="replicas in sync")
+    old = dc.leader("div", 0)
+    followers = [n for n in (1, 2, 3) if n != old]
+    for f in followers:
+        c.pause(f)
+    # The followers' outstanding long-polls expire (replica_fetch_wait_max_ms = 300) and are
+    # answered empty; paused, they send no new fetch, so what follows stays on the leader only.
+    time.sleep(1.0)
+    r = dc.produce("div", 0, [(None, b"acks1-lost-%d" % i) for i in range(3)], acks=1, node=old)
+    assert "error" not in r, r
+    # consumers never see data above the high watermark
+    seen = [x.value for x in dc.read_all("div", 0, node=old)]
+    assert not any(v.startswith(b"acks1") for v in seen)
+    c.kill(old)
+    for f in followers:
+        c.resume(f)
+    wait_until(lambda: dc.partition("div", 0, followers[0])["leader"] in followers, 20,
+               what="new leader among the followers")
+    r = dc.produce("div", 0, [(None, b"new-epoch-%d" % i) for i in range(3)], timeout_ms=15_000)
+    assert "error" not in r, r
+    c.start(old)
+    c.wait_ready(30, nodes=[1, 2, 3])
+    data = wait_until(lambda: replicas_identical(dc, "div", 0), 30,
+                      what="old leader truncated and caught up")
+    values = [x.value for x in batch.decode(data)]
+    assert values == [b"committed-%d" % i for i in range(5)] + [b"new-epoch-%d" % i for i in range(3)]
+
+
+def test_fetch_long_poll_wakes_on_data_and_times_out_without(rc):
+    c, dc = rc
+    make_topic(c, "poll", mir=1)
+    assert "error" not in dc.produce("poll", 0, [(None, b"first")])
+    hw = dc.fetch("poll", 0, 0)["high_watermark"]
+    leader = dc.leader("poll", 0)
+    # no data: answers at max_wait_ms
+    t0 = time.monotonic()
+    r = dc.fetch("poll", 0, hw, node=leader, max_wait_ms=800)
+    waited = time.monotonic() - t0
+    assert r["records"] == b"" and 0.75 <= waited < 2.0, waited
+    # data arrives while waiting: answers soon after the write commits, not at max_wait_ms
+    sent = {}
+
+    def later():
+        time.sleep(0.3)
+        sent["t"] = time.monotonic()
+        dc.produce("poll", 0, [(None, b"wake")])
+    th = threading.Thread(target=later)
+    th.start()
+    t0 = time.monotonic()
+    r = dc.fetch("poll", 0, hw, node=leader, max_wait_ms=5000)
+    done = time.monotonic()
+    th.join()
+    assert [x.value for x in batch.decode(r["records"])] == [b"wake"]
+    assert done - t0 < 2.0
+    assert done - sent["t"] < 0.5, done - sent["t"]
