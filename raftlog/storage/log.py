@@ -1,0 +1,474 @@
+"""PartitionLog: the file-backed log of one partition, a list of segments with one writer.
+
+Owns the segment set and the offsets that span it (log start, log end, flushed), rolling,
+the two append paths (leader stamps, follower keeps), reads, truncation, deletion of old
+segments, the epoch cache's upkeep and the recovery/HW checkpoints. Imports only the stdlib,
+raftlog.codec.batch, raftlog.errors and raftlog.storage; never asyncio, aiohttp, pysyncobj or
+anything from raftlog.meta/server/replication, and it never reads the clock: callers pass now_ms.
+
+Threads: single writer, not thread-safe, except `flush()`, which may run in a worker thread
+while the writer keeps appending. `_lock` guards only the fields flush() snapshots (segment
+list, log end, flushed offset, truncation count); flush() fsyncs dups of the segment fds
+outside it, and `_fsync_lock` serialises fsync rounds so that concurrent callers share one
+(group commit: whoever waits behind a round finds its offset already covered).
+
+Durability: bytes are written with os.write (page cache) on append; they are durable once
+`flushed_offset` passes them. Policy "fsync": the caller flushes (in a thread) before
+acknowledging; "interval": every flush_interval_ms. Either way roll and close flush.
+"""
+from __future__ import annotations
+
+import bisect
+import os
+import threading
+from typing import Iterator, NamedTuple
+
+from raftlog.codec.batch import BatchHeader, crc_ok, peek, stamp
+from raftlog.errors import CorruptBatchError
+from raftlog.storage import checkpoint, recovery
+from raftlog.storage.epochs import EpochEntry, LeaderEpochCache
+from raftlog.storage.errors import (EpochOrderError, LogClosedError, MessageTooLargeError,
+                                    OffsetOutOfRangeError, UnexpectedAppendOffsetError)
+from raftlog.storage.options import SEGMENT_OFFSETS_MAX, LogOptions
+from raftlog.storage.segment import Segment, SegmentInfo
+
+
+class AppendResult(NamedTuple):
+    base_offset: int          # offset of the first appended record
+    last_offset: int          # offset of the last appended record
+    log_end_offset: int       # = last_offset + 1
+    position: int             # file position of the first batch in its segment
+    segment_base_offset: int  # segment holding the first batch
+    batch_count: int
+    size_bytes: int
+
+
+class RecoveryReport(NamedTuple):
+    validated_from: int | None  # base offset of the first segment validated batch by batch
+    truncated_bytes: int        # bytes of torn or corrupt tail removed
+
+
+class _Planned(NamedTuple):
+    """One batch of an append buffer: where it is and which offsets it takes."""
+
+    pos: int
+    base_offset: int
+    next_offset: int
+    size: int
+    max_timestamp: int
+
+
+class PartitionLog:
+    """Use `PartitionLog.open(...)`; the constructor takes an already recovered directory."""
+
+    def __init__(self, directory: str, options: LogOptions, rec: recovery.Recovered):
+        self._dir = directory
+        self._options = options
+        self._segments: list[Segment] = rec.segments
+        self._bases = [s.base_offset for s in rec.segments]
+        self._epochs = rec.epochs
+        self._log_start = rec.log_start_offset
+        self._leo = rec.segments[-1].next_offset
+        self._flushed = self._leo  # recovery fsynced what it validated
+        self._hw_checkpoint = rec.high_watermark
+        # what recovery did at open, for logs and tests
+        self.recovery_report = RecoveryReport(rec.validated_from, rec.truncated_bytes)
+        self._lock = threading.Lock()
+        self._fsync_lock = threading.Lock()
+        self._truncations = 0
+        self._closed = False
+
+    @classmethod
+    def open(cls, directory: str, options: LogOptions | None = None,
+             now_ms: int = 0) -> PartitionLog:
+        """Open (creating if needed) and recover the partition directory; see recovery.py."""
+        options = options or LogOptions()
+        return cls(directory, options, recovery.recover(directory, options, now_ms))
+
+    def __enter__(self) -> PartitionLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- offsets and metadata -----------------------------------------------------------------
+    @property
+    def directory(self) -> str:
+        return self._dir
+
+    @property
+    def options(self) -> LogOptions:
+        return self._options
+
+    @property
+    def log_start_offset(self) -> int:
+        return self._log_start
+
+    @property
+    def log_end_offset(self) -> int:
+        return self._leo
+
+    @property
+    def flushed_offset(self) -> int:
+        """Every offset below this is on disk (fsynced); never above log_end_offset."""
+        return self._flushed
+
+    @property
+    def high_watermark_checkpoint(self) -> int:
+        """The HW last written with write_high_watermark (0 when never written)."""
+        return self._hw_checkpoint
+
+    @property
+    def latest_epoch(self) -> int:
+        return self._epochs.latest_epoch
+
+    @property
+    def epoch_entries(self) -> tuple[EpochEntry, ...]:
+        return self._epochs.entries
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:
+        """(largest epoch <= `epoch`, its end offset), Kafka's OffsetsForLeaderEpoch."""
+        return self._epochs.end_offset_for_epoch(epoch, self._leo)
+
+    def segments(self) -> list[SegmentInfo]:
+        last = len(self._segments) - 1
+        return [s.info(i == last) for i, s in enumerate(self._segments)]
+
+    # -- appends ------------------------------------------------------------------------------
+    def append(self, batch: bytes | bytearray | memoryview, leader_epoch: int,
+               now_ms: int) -> AppendResult:
+        """Leader path: stamp each batch of `batch` with the next offsets and `leader_epoch` in
+        place (pass a bytearray to avoid a copy), then append the bytes verbatim.
+
+        The caller validated CRCs; this checks only what offsets depend on: whole batches,
+        counts and the size limit. A new epoch is recorded in the epoch cache first.
+        """
+        self._check_open()
+        buf = batch if isinstance(batch, bytearray) or (
+            isinstance(batch, memoryview) and not batch.readonly) else bytearray(batch)
+        if leader_epoch < 0:
+            raise ValueError(f"leader epoch {leader_epoch} must be >= 0")
+        latest = self._epochs.latest_epoch
+        if leader_epoch < latest:
+            raise EpochOrderError(f"append in leader epoch {leader_epoch} after epoch {latest}",
+                                  {"latest_epoch": latest})
+        plan: list[_Planned] = []
+        pos, offset, total = 0, self._leo, len(buf)
+        limit = self._options.max_batch_bytes
+        while pos < total:  # per batch, headers only
+            h = peek(buf, pos)
+            _check_whole(h, pos, total)
+            if h.size > limit:
+                raise MessageTooLargeError(f"batch of {h.size} bytes is over the limit of {limit}")
+            stamp(buf, offset, leader_epoch, pos)
+            nxt = offset + h.record_count
+            plan.append(_Planned(pos, offset, nxt, h.size, h.max_timestamp))
+            pos, offset = pos + h.size, nxt
+        if not plan:
+            raise CorruptBatchError("empty append: no batch in the buffer")
+        if leader_epoch > latest:
+            self._epochs.assign(leader_epoch, self._leo)
+        return self._write(buf, plan, now_ms)
+
+    def append_replica(self, buf: bytes | bytearray | memoryview, now_ms: int) -> AppendResult:
+        """Follower path: whole batches already stamped by the leader, written with their
+        offsets. Each batch must continue the log exactly and pass its CRC (one C call each);
+        epochs may only grow, and new ones go to the epoch cache first."""
+        self._check_open()
+        mv = memoryview(buf)
+        plan: list[_Planned] = []
+        new_epochs: list[tuple[int, int]] = []
+        pos, expected, total = 0, self._leo, len(mv)
+        latest = self._epochs.latest_epoch
+        while pos < total:
+            h = peek(mv, pos)
+            _check_whole(h, pos, total)
+            if h.base_offset != expected:
+                raise UnexpectedAppendOffsetError(
+                    f"replica batch at offset {h.base_offset}, log continues at {expected}",
+                    {"expected_offset": expected, "got_offset": h.base_offset})
+            if not crc_ok(mv, pos, h):
+                raise CorruptBatchError(f"CRC mismatch in replica batch at offset {h.base_offset}")
+            if h.leader_epoch < max(latest, 0):
+                raise EpochOrderError(f"replica batch at offset {h.base_offset} has epoch "
+                                      f"{h.leader_epoch} after epoch {latest}",
+                                      {"latest_epoch": latest})
+            if h.leader_epoch > latest:
+                new_epochs.append((h.leader_epoch, h.base_offset))
+                latest = h.leader_epoch
+            plan.append(_Planned(pos, h.base_offset, h.next_offset, h.size, h.max_timestamp))
+            pos, expected = pos + h.size, h.next_offset
+        if not plan:
+            return AppendResult(self._leo, self._leo - 1, self._leo, self._segments[-1].size_bytes,
+                                self._segments[-1].base_offset, 0, 0)
+        if new_epochs:
+            self._epochs.assign_many(new_epochs)
+        return self._write(mv, plan, now_ms)
+
+    def _write(self, buf: bytes | bytearray | memoryview, plan: list[_Planned],
+               now_ms: int) -> AppendResult:
+        """Append planned batches in runs, one os.write per run, rolling between runs."""
+        mv = memoryview(buf)
+        seg_bytes = self._options.segment_bytes
+        first_pos = first_seg = -1
+        i = 0
+        while i < len(plan):
+            seg = self._maybe_roll(plan[i], now_ms)
+            run_bytes, j = plan[i].size, i + 1
+            while j < len(plan) and seg.size_bytes + run_bytes + plan[j].size <= seg_bytes \
+                    and plan[j].next_offset - seg.base_offset <= SEGMENT_OFFSETS_MAX:
+                run_bytes += plan[j].size
+                j += 1
+            start = plan[i].pos
+            entries = [(p.pos - start, p.base_offset, p.max_timestamp) for p in plan[i:j]]
+            position = seg.append(mv[start:start + run_bytes], entries, plan[j - 1].next_offset,
+                                  now_ms)
+            with self._lock:
+                self._leo = plan[j - 1].next_offset
+            if first_pos < 0:
+                first_pos, first_seg = position, seg.base_offset
+            i = j
+        size = plan[-1].pos + plan[-1].size - plan[0].pos
+        return AppendResult(plan[0].base_offset, plan[-1].next_offset - 1, self._leo, first_pos,
+                            first_seg, len(plan), size)
+
+    def _maybe_roll(self, first: _Planned, now_ms: int) -> Segment:
+        seg = self._segments[-1]
+        if seg.is_empty:
+            return seg
+        too_old = seg.created_ms is not None and now_ms - seg.created_ms > self._options.segment_ms
+        if too_old or not seg.fits(first.size, first.next_offset, self._options.segment_bytes):
+            self._roll(now_ms)
+        return self._segments[-1]
+
+    # -- rolling, flushing, checkpoints -------------------------------------------------------
+    def roll(self, now_ms: int) -> int:
+        """Seal the active segment and start a new one at the log end (no-op when it is empty);
+        returns the active segment's base offset."""
+        self._check_open()
+        if not self._segments[-1].is_empty:
+            self._roll(now_ms)
+        return self._segments[-1].base_offset
+
+    def _roll(self, now_ms: int) -> None:
+        self._segments[-1].seal()
+        new = Segment.create(self._dir, self._leo, self._options, now_ms)
+        with self._lock:
+            self._segments.append(new)
+            self._bases.append(new.base_offset)
+        checkpoint.fsync_dir(self._dir)
+        # Flush on roll (both policies): the sealed segment becomes durable and the recovery
+        # point moves past it, so the next open does not validate it again.
+        self.flush()
+        self.checkpoint()
+
+    def flush(self) -> int:
+        """fsync everything appended so far; returns the new flushed offset. Thread-safe: may
+        run in a worker thread while the writer appends (see the module docstring)."""
+        with self._fsync_lock:
+            with self._lock:
+                if self._closed or self._leo <= self._flushed:
+                    return self._flushed
+                target, generation = self._leo, self._truncations
+                fds = [os.dup(s.fd) for s in self._segments if s.next_offset > self._flushed]
+            try:
+                for fd in fds:
+                    os.fdatasync(fd)
+            finally:
+                for fd in fds:
+                    os.close(fd)
+            with self._lock:
+                # A truncation during the fsync may have removed what we flushed.
+                if generation == self._truncations and target > self._flushed:
+                    self._flushed = target
+                return self._flushed
+
+    def checkpoint(self) -> None:
+        """Persist the recovery point (= flushed offset) and the log start offset."""
+        checkpoint.write_values(os.path.join(self._dir, checkpoint.RECOVERY_FILE),
+                                {"recovery_point": self._flushed,
+                                 "log_start_offset": self._log_start})
+
+    def write_high_watermark(self, high_watermark: int) -> None:
+        """Persist the HW for the replication layer (atomic; costs two fsyncs)."""
+        checkpoint.write_values(os.path.join(self._dir, checkpoint.HIGH_WATERMARK_FILE),
+                                {"high_watermark": high_watermark})
+        self._hw_checkpoint = high_watermark
+
+    def close(self) -> None:
+        """Flush, seal the active segment's indexes, write checkpoints, close the files."""
+        if self._closed:
+            return
+        self.flush()
+        self._segments[-1].seal()
+        self.checkpoint()
+        with self._lock:
+            self._closed = True
+        for seg in self._segments:
+            seg.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LogClosedError(f"partition log {self._dir} is closed")
+
+    # -- reads --------------------------------------------------------------------------------
+    def read(self, offset: int, max_bytes: int,
+             upper_bound: int | None = None) -> bytes | memoryview:
+        """Whole batches starting with the one holding `offset`: the first one even when it
+        alone exceeds `max_bytes` (as Kafka), then as many as fit, within one segment, never a
+        batch whose last offset >= `upper_bound` (the HW, exclusive)."""
+        self._check_open()
+        if offset < self._log_start or offset > self._leo:
+            raise self._out_of_range(offset)
+        if upper_bound is not None and upper_bound >= self._leo:
+            upper_bound = None
+        if offset == self._leo or (upper_bound is not None and offset >= upper_bound):
+            return b""
+        i = bisect.bisect_right(self._bases, offset) - 1
+        found = None
+        while found is None and i < len(self._segments):
+            seg = self._segments[i]
+            found = seg.locate(offset)
+            i += 1
+        assert found is not None, f"offset {offset} below log end {self._leo} not found"
+        pos, h = found
+        if upper_bound is not None and h.last_offset >= upper_bound:
+            return b""
+        return seg.read_batches(pos, h, max_bytes, upper_bound)
+
+    def _out_of_range(self, offset: int) -> Exception:
+        return OffsetOutOfRangeError(
+            f"offset {offset} is outside [{self._log_start}, {self._leo}]",
+            {"log_start_offset": self._log_start, "log_end_offset": self._leo})
+
+    def offset_for_timestamp(self, timestamp: int) -> int | None:
+        """Base offset of the first batch (at/after the log start) whose max timestamp >=
+        `timestamp`, or None. Batch granularity: records of that batch older than `timestamp`
+        are the client's to skip, as the broker never reads records."""
+        self._check_open()
+        for seg in self._segments:
+            found = seg.first_with_timestamp(timestamp, self._log_start)
+            if found is not None:
+                return found
+        return None
+
+    def iter_batch_headers(self, from_offset: int | None = None) -> Iterator[BatchHeader]:
+        """Headers of every batch from the one holding `from_offset` (default: log start) to
+        the log end as of the call: for rebuilding producer state without reading records."""
+        self._check_open()
+        offset = self._log_start if from_offset is None else max(from_offset, self._log_start)
+        end = self._leo
+        i = max(bisect.bisect_right(self._bases, offset) - 1, 0)
+        for seg in list(self._segments[i:]):
+            for h in seg.headers_from(offset):
+                if h.base_offset >= end:
+                    return
+                yield h
+
+    def last_batch_header(self) -> BatchHeader | None:
+        """Header of the last batch at or after the log start, None for an empty log."""
+        self._check_open()
+        if self._leo <= self._log_start:
+            return None
+        i = bisect.bisect_right(self._bases, self._leo - 1) - 1
+        found = self._segments[i].locate(self._leo - 1)
+        return None if found is None else found[1]
+
+    # -- truncation and deletion --------------------------------------------------------------
+    def truncate_to(self, offset: int) -> int:
+        """Drop everything at or after `offset`; returns the new log end.
+
+        Truncation is to batch boundaries, as Kafka: an `offset` inside a batch drops that whole
+        batch, so the new log end is its base offset (<= `offset`). Below the first segment the
+        log is emptied and restarts at `offset`. Durable on return (fsync, epoch file).
+        """
+        self._check_open()
+        if offset >= self._leo:
+            return self._leo
+        if offset < self._segments[0].base_offset:
+            self.truncate_fully_and_start_at(offset)
+            return self._leo
+        i = bisect.bisect_right(self._bases, offset) - 1
+        doomed = self._segments[i + 1:]
+        with self._lock:
+            self._truncations += 1
+            del self._segments[i + 1:]
+            del self._bases[i + 1:]
+        for seg in reversed(doomed):
+            seg.delete()
+        seg = self._segments[i]
+        seg.truncate_to(offset)
+        os.fdatasync(seg.fd)
+        checkpoint.fsync_dir(self._dir)
+        with self._lock:
+            self._truncations += 1
+            self._leo = seg.next_offset
+            self._flushed = min(self._flushed, self._leo)
+        self._log_start = min(self._log_start, self._leo)
+        self._epochs.truncate_from_end(self._leo)
+        self.checkpoint()
+        return self._leo
+
+    def truncate_fully_and_start_at(self, offset: int) -> None:
+        """Delete every segment and restart the log empty at `offset` (log start = end =
+        `offset`): for a follower whose fetch offset fell below the leader's log start."""
+        self._check_open()
+        if offset < 0:
+            raise ValueError(f"offset {offset} must be >= 0")
+        with self._lock:
+            self._truncations += 1
+            doomed, self._segments, self._bases = self._segments, [], []
+        self._epochs.clear()
+        self._log_start = offset
+        with self._lock:
+            self._flushed = min(self._flushed, offset)
+        self.checkpoint()
+        for seg in reversed(doomed):
+            seg.delete()
+        new = Segment.create(self._dir, offset, self._options, doomed[-1].last_append_ms)
+        with self._lock:
+            self._segments, self._bases = [new], [offset]
+            self._leo = self._flushed = offset
+        checkpoint.fsync_dir(self._dir)
+        self.checkpoint()
+
+    def delete_before(self, offset: int) -> int:
+        """Move the log start to `offset` (persisted) and delete the segments wholly below it;
+        returns how many were deleted. The active segment is rolled first when the whole log is
+        below `offset`."""
+        self._check_open()
+        if offset > self._leo:
+            raise self._out_of_range(offset)
+        if offset <= self._log_start:
+            return 0
+        self._log_start = offset
+        self.checkpoint()  # before the files go: recovery deletes what lies below it
+        self._epochs.truncate_from_start(offset)
+        active = self._segments[-1]
+        if active.next_offset <= offset and not active.is_empty:
+            self._roll(active.last_append_ms)
+        dead = 0
+        while dead + 1 < len(self._segments) and self._segments[dead].next_offset <= offset:
+            dead += 1
+        if dead:
+            with self._lock:
+                doomed = self._segments[:dead]
+                del self._segments[:dead]
+                del self._bases[:dead]
+            for seg in doomed:
+                seg.delete()
+            checkpoint.fsync_dir(self._dir)
+        return dead
+
+
+def _check_whole(h: BatchHeader, pos: int, total: int) -> None:
+    if pos + h.size > total:
+        raise CorruptBatchError(f"length mismatch: batch at byte {pos} needs {h.size} bytes, "
+                                f"{total - pos} left")
+    if h.record_count < 1 or h.last_offset_delta != h.record_count - 1:
+        raise CorruptBatchError(f"record-count mismatch: last_offset_delta "
+                                f"{h.last_offset_delta} with record_count {h.record_count}")
