@@ -56,6 +56,7 @@ class Controller:
         self._registered_version: dict[int, int] = {}              # broker -> view version
         self._last_rebalance_ms = 0
         self._active_since_ms = 0
+        self._heard_ms: dict[int, int] = {}                         # real heartbeats only
         self._lock = asyncio.Lock()   # one controller decision at a time: no racing CAS
 
     @property
@@ -102,19 +103,23 @@ class Controller:
         self._last_rebalance_ms = now
         log.info("controller active at metadata version %d", view.version)
 
-    def live_brokers(self) -> tuple[int, ...]:
-        """Unfenced brokers heard from lately: where new replicas may go.
+    async def live_brokers(self, wanted: int) -> tuple[int, ...]:
+        """Unfenced brokers heard from lately: where `wanted` new replicas may go.
 
-        Fencing waits a whole session; placement should not. Right after this controller took
-        over nobody has had the chance to heartbeat yet, so then every unfenced broker counts.
+        Fencing waits a whole session; placement should not use a broker that died a moment
+        ago. Right after this controller took over, brokers may not have heartbeated to it yet:
+        then it waits out one heartbeat window (at most) before deciding.
         """
-        view = self.meta.view
-        now = self._mono_ms()
         fresh_ms = 3 * self.cfg.broker.heartbeat_interval_ms
-        if now - self._active_since_ms < fresh_ms:
-            return view.active_broker_ids()
-        return tuple(b for b in view.active_broker_ids()
-                     if now - self._last_heartbeat_ms.get(b, (0, -fresh_ms))[1] <= fresh_ms)
+        while True:
+            view = self.meta.view
+            now = self._mono_ms()
+            heard = tuple(b for b in view.active_broker_ids()
+                          if now - self._heard_ms.get(b, now - fresh_ms - 1) <= fresh_ms)
+            left_ms = self._active_since_ms + fresh_ms - now
+            if len(heard) >= wanted or left_ms <= 0:
+                return heard
+            await asyncio.sleep(min(left_ms, self.cfg.broker.heartbeat_interval_ms) / 1000)
 
     async def _fence_expired(self) -> None:
         view = self.meta.view
@@ -160,6 +165,7 @@ class Controller:
                 epoch = res["broker_epoch"]
         self._registered_version[broker_id] = self.meta.view.version
         self._last_heartbeat_ms[broker_id] = (epoch, self._mono_ms())
+        self._heard_ms[broker_id] = self._mono_ms()
         return {"broker_epoch": epoch}
 
     async def heartbeat(self, broker_id: int, broker_epoch: int,
@@ -171,6 +177,7 @@ class Controller:
                         f"broker {broker_id} epoch {broker_epoch} is not the registered one "
                         f"({b.epoch if b else 'none'}): register again")
         self._last_heartbeat_ms[broker_id] = (broker_epoch, self._mono_ms())
+        self._heard_ms[broker_id] = self._mono_ms()
         if b.fenced and metadata_version >= self._registered_version.get(broker_id, 0):
             # Caught up with the metadata it registered at: it may lead and rejoin ISRs.
             async with self._lock:
@@ -227,9 +234,11 @@ class Controller:
         if msg:
             raise error(ErrorCode.INVALID_TOPIC_EXCEPTION, msg)
         view = self.meta.view
-        active = self.live_brokers()
         if partitions is None:
             partitions = self.cfg.log.num_partitions
+        wanted = (replication_factor if type(replication_factor) is int
+                  else min(self.cfg.log.replication_factor, len(view.active_broker_ids())))
+        active = await self.live_brokers(wanted)
         if replication_factor is None:
             replication_factor = max(1, min(self.cfg.log.replication_factor, len(active)))
         if type(partitions) is not int or not 1 <= partitions <= self.cfg.limits.max_partitions_per_topic:
