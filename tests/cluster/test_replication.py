@@ -159,3 +159,47 @@ def test_fetch_long_poll_wakes_on_data_and_times_out_without(rc):
     assert [x.value for x in batch.decode(r["records"])] == [b"wake"]
     assert done - t0 < 2.0
     assert done - sent["t"] < 0.5, done - sent["t"]
+
+
+def test_bad_batch_fails_its_partition_only_and_list_offsets_and_delete(rc):
+    import os
+
+    from raftlog.testing.cluster import post_msgpack
+    c, dc = rc
+    c.call(1, "POST", "/v1/topics", {"name": "mixed", "partitions": 2, "replication_factor": 1,
+                                      "config": {"max.message.bytes": 4096}})
+    wait_until(lambda: dc.leader("mixed", 0) >= 0 and dc.leader("mixed", 1) >= 0, 10,
+               what="leaders")
+    # put both partitions on one request to one leader: use the leader of partition 0 and
+    # send partition 0 a good batch and a corrupt one in the same request when co-located
+    t0 = int(time.time() * 1000) + 60_000                 # after the leader's epoch marker
+    good = batch.encode([(None, b"good", None, t0)])
+    bad = bytearray(batch.encode([(None, b"evil", None, t0)]))
+    bad[-1] ^= 0xFF                                       # breaks the CRC
+    big = batch.encode([(None, b"x" * 5000, None, 3_000)])
+    node = dc.leader("mixed", 0)
+    out = post_msgpack(c.url(node, "/v1/produce"), {"acks": 1, "timeout_ms": 5000, "partitions": [
+        {"topic": "mixed", "partition": 0, "batch": good},
+        {"topic": "mixed", "partition": 0, "batch": bytes(bad)},
+        {"topic": "mixed", "partition": 0, "batch": big},
+        {"topic": "nope", "partition": 0, "batch": good},
+    ]})["partitions"]
+    assert "error" not in out[0] and out[0]["base_offset"] >= 0
+    assert out[1]["error"] == "CORRUPT_MESSAGE" and "CRC" in out[1]["message"]
+    assert out[2]["error"] == "MESSAGE_TOO_LARGE"
+    assert out[3]["error"] == "UNKNOWN_TOPIC_OR_PARTITION"
+    assert [r.value for r in dc.read_all("mixed", 0)] == [b"good"]
+    # list offsets: earliest, latest, by timestamp
+    q = lambda ts: post_msgpack(c.url(node, "/v1/list-offsets"), {"partitions": [
+        {"topic": "mixed", "partition": 0, "timestamp": ts}]})["partitions"][0]["offset"]
+    assert dc.produce("mixed", 0, [(None, b"later")], acks=1, node=node)["base_offset"] > 0
+    latest = q(-1)
+    assert q(-2) == 0 and latest == dc.fetch("mixed", 0, 0)["high_watermark"]
+    good_off = out[0]["base_offset"]
+    assert q(t0 - 30_000) == good_off and q(t0) == good_off
+    assert q(t0 + 10**9) == -1
+    # delete: the partition directories go away on every broker
+    d = os.path.join(c.workdir, f"node-{node}", "partitions", "mixed-0")
+    assert os.path.isdir(d)
+    c.call(2, "DELETE", "/v1/topics/mixed")
+    wait_until(lambda: not os.path.exists(d), 10, what="deleted topic's data removed")
