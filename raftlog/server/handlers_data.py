@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from aiohttp import web
 
@@ -67,6 +67,22 @@ async def _wait_any(parts: list[Partition], timeout_s: float) -> None:
         for f in futs:
             if not f.done():
                 f.cancel()
+
+
+ReadOnce = Callable[[], tuple[list[dict[str, Any]], bool, list[Partition]]]
+
+
+async def _long_poll(read_once: ReadOnce, max_wait_ms: int) -> list[dict[str, Any]]:
+    """Run `read_once` until it says it has enough, or until `max_wait_ms`; between tries wait
+    for any of its partitions to change (woken by appends and HW moves, never by polling)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + max_wait_ms / 1000
+    while True:
+        results, enough, parts = read_once()
+        left = deadline - loop.time()
+        if enough or left <= 0:
+            return results
+        await _wait_any(parts, left)
 
 
 class DataHandlers:
@@ -152,17 +168,12 @@ class DataHandlers:
         for e in entries:
             if type(e.get("offset")) is not int:
                 raise error(ErrorCode.INVALID_REQUEST, "each fetch entry needs an integer 'offset'")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + max_wait_ms / 1000
-        while True:
-            results, total, parts, failed = self._read(entries, max_bytes)
-            left = deadline - loop.time()
-            if total >= min_bytes or failed or left <= 0:
-                return answer(request, {"partitions": results})
-            await _wait_any(parts, left)
+        results = await _long_poll(lambda: self._read(entries, max_bytes, min_bytes),
+                                   max_wait_ms)
+        return answer(request, {"partitions": results})
 
-    def _read(self, entries: list[dict[str, Any]], max_bytes: int
-              ) -> tuple[list[dict[str, Any]], int, list[Partition], bool]:
+    def _read(self, entries: list[dict[str, Any]], max_bytes: int, min_bytes: int
+              ) -> tuple[list[dict[str, Any]], bool, list[Partition]]:
         results = []
         parts = []
         total = 0
@@ -189,7 +200,7 @@ class DataHandlers:
             total += len(records)
             out.update(high_watermark=p.hw, log_start_offset=p.log_start_offset,
                        records=records)
-        return results, total, parts, failed
+        return results, total >= min_bytes or failed, parts
 
     # -- list offsets, metadata, producer ids -----------------------------------------------
     async def list_offsets(self, request: web.Request) -> web.Response:
@@ -256,36 +267,36 @@ class DataHandlers:
             raise error(ErrorCode.STALE_BROKER_EPOCH,
                         f"broker {follower} epoch {epoch} is not the registered one")
         entries = _entries(body)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + max_wait_ms / 1000
-        while True:
-            now = int(time.time() * 1000)
-            results = []
-            parts = []
-            total = 0
-            urgent = False
-            for e in entries:
-                out: dict[str, Any] = {"topic": e["topic"], "partition": e["partition"]}
-                results.append(out)
-                try:
-                    p = self.m.get(e["topic"], e["partition"])
-                    parts.append(p)
-                    budget = max(0, max_bytes - total)
-                    r = p.answer_follower_fetch(
-                        follower, int(e.get("leader_epoch", -1)), int(e.get("fetch_offset", 0)),
-                        int(e.get("last_fetched_epoch", -1)),
-                        min(int(e.get("max_bytes") or budget), budget) or 1, now)
-                except RaftlogError as exc:
-                    _err(out, exc)
-                    urgent = True
-                    continue
-                out.update(r)
-                total += len(r.get("records") or b"")
-                # Answer at once on divergence, and when the follower's view of the HW is stale
-                # (it sent what it knows), so follower HWs trail the leader's by one round trip.
-                if "diverging_epoch" in r or r["high_watermark"] > int(e.get("known_hw", 1 << 62)):
-                    urgent = True
-            left = deadline - loop.time()
-            if total > 0 or urgent or left <= 0:
-                return answer(request, {"partitions": results})
-            await _wait_any(parts, left)
+        results = await _long_poll(lambda: self._replica_read(follower, entries, max_bytes),
+                                   max_wait_ms)
+        return answer(request, {"partitions": results})
+
+    def _replica_read(self, follower: int, entries: list[dict[str, Any]], max_bytes: int
+                      ) -> tuple[list[dict[str, Any]], bool, list[Partition]]:
+        now = int(time.time() * 1000)
+        results = []
+        parts = []
+        total = 0
+        urgent = False
+        for e in entries:
+            out: dict[str, Any] = {"topic": e["topic"], "partition": e["partition"]}
+            results.append(out)
+            try:
+                p = self.m.get(e["topic"], e["partition"])
+                parts.append(p)
+                budget = max(0, max_bytes - total)
+                r = p.answer_follower_fetch(
+                    follower, int(e.get("leader_epoch", -1)), int(e.get("fetch_offset", 0)),
+                    int(e.get("last_fetched_epoch", -1)),
+                    min(int(e.get("max_bytes") or budget), budget) or 1, now)
+            except RaftlogError as exc:
+                _err(out, exc)
+                urgent = True
+                continue
+            out.update(r)
+            total += len(r.get("records") or b"")
+            # Answer at once on divergence, and when the follower's view of the HW is stale
+            # (it sent what it knows), so follower HWs trail the leader's by one round trip.
+            if "diverging_epoch" in r or r["high_watermark"] > int(e.get("known_hw", 1 << 62)):
+                urgent = True
+        return results, total > 0 or urgent, parts
