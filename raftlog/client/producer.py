@@ -1,0 +1,519 @@
+"""Producer: the user-facing API for writing records (aiokafka's AIOKafkaProducer shape).
+
+Owns: configuration checks, the per-record `send()` fast path (serialise, pick a partition,
+append a tuple), back-pressure (the wait line), `flush`, `send_batch`, and the lifecycle of the
+Client, Accumulator and Sender it builds. Imports the client's modules, `codec.batch` and
+`errors`; never raftlog.server/meta/storage/replication.
+
+Back-pressure: records occupy `buffer_memory` from `send()` until their batch is answered. When
+a record does not fit (or its topic is not in the metadata yet), `send()` does not block the
+event loop: the record joins a FIFO *wait line* and everything sent after it queues behind it,
+so order is kept. A record still in line after `max_block_ms` fails with BufferFullError (or
+UnknownTopicOrPartitionError when its topic never appeared). Loops that produce faster than the
+cluster absorbs should `await producer.drain()` now and then, like `StreamWriter.drain()`, or
+await the futures they get.
+
+    async with Producer("127.0.0.1:9091", acks="all") as p:
+        md = await p.send("events", b"hello", key=b"user-1")     # RecordMetadata
+        futs = [p.send("events", v) for v in values]             # pipelined
+        await p.flush()
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+import time
+from typing import Any, Callable, Iterable, Sequence
+
+import msgpack
+
+from raftlog.client.accumulator import (RECORD_OVERHEAD_BYTES, Accumulator, PendingRecordFuture,
+                                       RecordFuture)
+from raftlog.client.client import Client
+from raftlog.client.errors import BufferFullError, IllegalStateError
+from raftlog.client.partitioner import DefaultPartitioner
+from raftlog.client.sender import Sender
+from raftlog.client.structs import RecordMetadata
+from raftlog.codec import batch as codec
+from raftlog.errors import ErrorCode, RaftlogError, error
+
+log = logging.getLogger("raftlog.producer")
+_now = time.time
+_new_handle = tuple.__new__
+
+KIB = 1024
+MIB = 1024 * KIB
+# Kafka's limit: the broker keeps the last 5 batches per producer and partition for dedupe, so
+# more than 5 in flight could make a retried batch look like a gap.
+IDEMPOTENT_IN_FLIGHT_MAX = 5
+_ACKS = {"all": -1, -1: -1, "-1": -1, 1: 1, "1": 1, 0: 0, "0": 0}
+
+
+class _Waiting:
+    """A record (or bulk batch) in the wait line, with the future its handle awaits."""
+
+    __slots__ = ("deadline_s", "topic", "partition", "args", "size", "handle", "bulk")
+
+    def __init__(self, deadline_s: float, topic: str, partition: int | None, args: tuple,
+                 size: int, handle: PendingRecordFuture, bulk: bool) -> None:
+        self.deadline_s = deadline_s
+        self.topic = topic
+        self.partition = partition
+        self.args = args
+        self.size = size
+        self.handle = handle
+        self.bulk = bulk
+
+
+class Producer:
+    """Async producer. `async with Producer(...) as p:` or `await p.start()` / `await p.stop()`."""
+
+    def __init__(self, bootstrap_servers: str | Iterable[str] = "127.0.0.1:9091", *,
+                 acks: str | int = "all",
+                 linger_ms: float = 5,
+                 batch_size: int = 64 * KIB,
+                 max_in_flight: int = 5,
+                 buffer_memory: int = 32 * MIB,
+                 max_block_ms: int = 60_000,
+                 delivery_timeout_ms: int = 120_000,
+                 request_timeout_ms: int = 30_000,
+                 retry_backoff_ms: int = 100,
+                 compression: str = "none",
+                 enable_idempotence: bool = True,
+                 max_request_size: int = 1 * MIB,
+                 bootstrap_timeout_ms: int = 10_000,
+                 metadata_max_age_ms: int = 300_000,
+                 key_serializer: Callable[[Any], bytes] | None = None,
+                 value_serializer: Callable[[Any], bytes] | None = None,
+                 partitioner: Callable[[str, bytes | None, int], int] | None = None,
+                 client_id: str = "raftlog-producer") -> None:
+        if acks not in _ACKS:
+            raise ValueError(f"acks must be 'all', 1 or 0, got {acks!r}")
+        if compression not in codec.CODECS:
+            raise ValueError(f"compression must be one of {sorted(codec.CODECS)}, "
+                             f"got {compression!r}")
+        self.acks = _ACKS[acks]
+        # Idempotence needs an answer to know what was written; with acks=0 there is none.
+        self.idempotent = bool(enable_idempotence) and self.acks != 0
+        if self.idempotent and max_in_flight > IDEMPOTENT_IN_FLIGHT_MAX:
+            raise ValueError(f"max_in_flight must be <= {IDEMPOTENT_IN_FLIGHT_MAX} with "
+                             f"enable_idempotence (got {max_in_flight})")
+        for name, v, lo in (("linger_ms", linger_ms, 0), ("batch_size", batch_size, 1),
+                            ("max_in_flight", max_in_flight, 1),
+                            ("buffer_memory", buffer_memory, 1), ("max_block_ms", max_block_ms, 0),
+                            ("delivery_timeout_ms", delivery_timeout_ms, 1),
+                            ("request_timeout_ms", request_timeout_ms, 1),
+                            ("retry_backoff_ms", retry_backoff_ms, 0),
+                            ("max_request_size", max_request_size, 1)):
+            if v < lo:
+                raise ValueError(f"{name} must be >= {lo}, got {v}")
+        self.client_id = client_id
+        self.linger_ms = linger_ms
+        self.batch_size = batch_size
+        self.max_in_flight = max_in_flight
+        self.buffer_memory = buffer_memory
+        self.max_block_ms = max_block_ms
+        self.delivery_timeout_ms = delivery_timeout_ms
+        self.request_timeout_ms = request_timeout_ms
+        self.retry_backoff_ms = retry_backoff_ms
+        self.max_request_size = max_request_size
+        self.codec_id = codec.CODECS[compression]
+        self._key_serializer = key_serializer
+        self._value_serializer = value_serializer
+        self._partitioner = partitioner or DefaultPartitioner()
+        # Null-key fast path: read the default partitioner's sticky choice directly.
+        self._sticky = (self._partitioner.sticky.current
+                        if isinstance(self._partitioner, DefaultPartitioner) else None)
+        self._serializing = key_serializer is not None or value_serializer is not None
+        self.client = Client(bootstrap_servers, request_timeout_ms=request_timeout_ms,
+                             bootstrap_timeout_ms=bootstrap_timeout_ms,
+                             metadata_max_age_ms=metadata_max_age_ms,
+                             retry_backoff_ms=retry_backoff_ms)
+        # topic -> partition count, a live view kept current by the client's metadata.
+        self._counts = self.client.metadata.partition_counts
+        self._acc: Accumulator | None = None
+        self._sender: Sender | None = None
+        self._sender_task: asyncio.Task[None] | None = None
+        self._line: deque[_Waiting] = deque()
+        self._line_task: asyncio.Task[None] | None = None
+        self._room = asyncio.Event()
+        self._closed = False
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Bootstrap, get a producer id (idempotence), start the sender."""
+        if self._sender_task is not None:
+            return
+        if self._closed:
+            raise IllegalStateError("a stopped producer cannot be started again")
+        await self.client.start()
+        try:
+            self._acc = Accumulator(batch_size=self.batch_size, linger_ms=self.linger_ms,
+                                    delivery_timeout_ms=self.delivery_timeout_ms,
+                                    max_in_flight=self.max_in_flight,
+                                    on_batch_closed=self._on_batch_closed)
+            self._sender = Sender(self.client, self._acc, acks=self.acks,
+                                  idempotent=self.idempotent, max_in_flight=self.max_in_flight,
+                                  request_timeout_ms=self.request_timeout_ms,
+                                  retry_backoff_ms=self.retry_backoff_ms,
+                                  max_request_size=self.max_request_size, codec_id=self.codec_id)
+            self._acc.on_freed = self._freed
+            if self.idempotent:
+                await self._sender.init_producer_id()
+        except BaseException:
+            await self.client.close()
+            raise
+        self._sender_task = asyncio.get_running_loop().create_task(
+            self._sender.run(), name="raftlog-sender")
+        self._sender_task.add_done_callback(self._sender_died)
+
+    async def stop(self, timeout_ms: float | None = None) -> None:
+        """Deliver what is pending (each batch within delivery_timeout_ms, or all within
+        `timeout_ms`), then close everything; records still pending fail with IllegalStateError."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._sender_task is None:
+            await self.client.close()
+            return
+        try:
+            if not self._sender_task.done():
+                await self.flush(timeout_ms)
+        except RaftlogError as exc:
+            log.warning("producer stopping with records undelivered: %s", exc)
+        finally:
+            await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        stopped = IllegalStateError("producer stopped before the record was delivered")
+        for task in (self._line_task, self._sender_task):
+            if task is not None and not task.done():
+                task.cancel()
+                try:
+                    await task
+                except BaseException:  # cancelled, or the crash already logged by _sender_died
+                    pass
+        self._line_task = None
+        assert self._sender is not None and self._acc is not None
+        await self._sender.close()
+        while self._line:
+            w = self._line.popleft()
+            if w.handle.admitted is not None and not w.handle.admitted.done():
+                w.handle.admitted.set_exception(stopped)
+        for b in list(self._acc.incomplete):
+            self._acc.fail(b, stopped)
+        await self.client.close()
+
+    async def __aenter__(self) -> "Producer":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.stop()
+
+    def _sender_died(self, task: asyncio.Task[None]) -> None:
+        """A crashed sender would leave every future pending forever: fail them loudly."""
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        log.error("producer sender task crashed", exc_info=exc)
+        dead = error(ErrorCode.UNKNOWN_SERVER_ERROR, f"producer sender crashed: {exc!r}")
+        self._closed = True
+        if self._acc is not None:
+            for b in list(self._acc.incomplete):
+                self._acc.fail(b, dead)
+
+    # -- sending ----------------------------------------------------------------------------
+    def send(self, topic: str, value: Any = None, key: Any = None, headers: Any = None,
+             partition: int | None = None,
+             timestamp_ms: int | None = None) -> RecordFuture | PendingRecordFuture:
+        """Queue one record; returns an awaitable resolving to its RecordMetadata.
+
+        Never blocks the event loop. Raises at once for programming errors (not started,
+        record larger than max_request_size, partition out of range); delivery errors come
+        from awaiting the result. The hot path: checks, one dict lookup for the partition
+        count, one for the sticky partition, then `Accumulator.append`.
+        """
+        acc = self._acc
+        if acc is None or self._closed:
+            raise IllegalStateError("producer is not running: use `async with Producer(...)` or "
+                                    "`await producer.start()` first")
+        if self._serializing:
+            if self._value_serializer is not None:
+                value = self._value_serializer(value)
+            if key is not None and self._key_serializer is not None:
+                key = self._key_serializer(key)
+        if value is None:
+            size = RECORD_OVERHEAD_BYTES
+        else:
+            if value.__class__ is not bytes:
+                value = _as_bytes(value, "value")
+            size = RECORD_OVERHEAD_BYTES + len(value)
+        if key is not None:
+            if key.__class__ is not bytes:
+                key = _as_bytes(key, "key")
+            size += len(key)
+        if headers:
+            headers = _check_headers(headers)
+            size += sum(len(k) + (len(v) if v else 0) + 2 for k, v in headers)
+        if size > self.max_request_size:
+            raise error(ErrorCode.MESSAGE_TOO_LARGE,
+                        f"record of ~{size} bytes is larger than max_request_size "
+                        f"({self.max_request_size} bytes)")
+        if timestamp_ms is None:
+            timestamp_ms = int(_now() * 1000)
+        n = self._counts.get(topic)
+        if n is None or self._line or acc.memory_used + size > self.buffer_memory:
+            return self._wait_in_line(topic, partition, (key, value, headers, timestamp_ms),
+                                      size, bulk=False)
+        if partition is None:
+            if key is None and self._sticky is not None:
+                partition = self._sticky.get(topic)
+                if partition is None or partition >= n:
+                    partition = self._partitioner(topic, None, n)
+                elif acc.close_if_full(topic, partition, size):
+                    # The sticky batch is full: closing it moved the sticky partition, and this
+                    # record starts the new partition's batch (Kafka's abortOnNewBatch).
+                    partition = self._sticky.get(topic, partition)
+            else:
+                partition = self._partitioner(topic, key, n)
+        elif not 0 <= partition < n:
+            self._check_partition(topic, partition, n)
+        return acc.append((topic, partition), key, value, headers, timestamp_ms, size)
+
+    async def send_and_wait(self, topic: str, value: Any = None, key: Any = None,
+                            headers: Any = None, partition: int | None = None,
+                            timestamp_ms: int | None = None) -> RecordMetadata:
+        return await self.send(topic, value, key, headers, partition, timestamp_ms)
+
+    def send_batch(self, topic: str, partition: int,
+                   records: Sequence[tuple[Any, ...]]) -> RecordFuture | PendingRecordFuture:
+        """Queue many records for one partition as *one* batch (bulk loads).
+
+        `records` are (key, value) pairs or (key, value, headers, timestamp_ms) tuples of bytes.
+        The awaitable resolves to the RecordMetadata of the first record; record i of the batch
+        is at `offset + i` (a batch gets consecutive offsets). The batch must fit in
+        max_request_size; split bigger loads yourself.
+        """
+        acc = self._acc
+        if acc is None or self._closed:
+            raise IllegalStateError("producer is not running: use `async with Producer(...)` or "
+                                    "`await producer.start()` first")
+        if not records:
+            raise ValueError("send_batch needs at least one record")
+        now_ms = int(_now() * 1000)
+        width = len(records[0])
+        if width == 2:
+            recs = [(k, v, None, now_ms) for k, v in records]
+        elif width == 4:
+            recs = [tuple(r) for r in records]
+        else:
+            raise ValueError("send_batch records are (key, value) or "
+                             "(key, value, headers, timestamp_ms) tuples")
+        size = RECORD_OVERHEAD_BYTES * len(recs)
+        for k, v, h, _ in recs:
+            if (v is not None and type(v) is not bytes) or (k is not None and type(k) is not bytes):
+                raise TypeError("send_batch keys and values must be bytes or None")
+            size += (len(v) if v is not None else 0) + (len(k) if k is not None else 0)
+            if h:
+                size += sum(len(hk) + (len(hv) if hv else 0) + 2 for hk, hv in h)
+        if size > self.max_request_size:
+            raise error(ErrorCode.MESSAGE_TOO_LARGE,
+                        f"batch of ~{size} bytes is larger than max_request_size "
+                        f"({self.max_request_size} bytes); split it")
+        if partition is None or partition < 0:
+            raise ValueError("send_batch needs an explicit partition")
+        if self._line or acc.memory_used + size > self.buffer_memory \
+                or self.client.metadata.partition_count(topic) is None:
+            return self._wait_in_line(topic, partition, (recs,), size, bulk=True)
+        return self._admit_bulk(topic, partition, recs, size)
+
+    def _admit_bulk(self, topic: str, partition: int, recs: list[tuple], size: int) -> RecordFuture:
+        n = self.client.metadata.partition_count(topic)
+        assert n is not None and self._acc is not None
+        self._check_partition(topic, partition, n)
+        payload = None
+        if self.codec_id == codec.CODEC_NONE:
+            # Pack the records body now so draining only adds the header and CRC.
+            first_ts = recs[0][3]
+            payload = msgpack.packb([(r[3] - first_ts, r[0], r[1], list(r[2]) if r[2] else None)
+                                     for r in recs], use_bin_type=True)
+        b = self._acc.append_batch(topic, partition, recs, size, payload)
+        return _new_handle(RecordFuture, (b, 0))
+
+    def _choose(self, topic: str, key: bytes | None, partition: int | None, n: int,
+                size: int) -> int:
+        """The slow-path twin of send()'s inline choice (records leaving the wait line)."""
+        if partition is not None:
+            self._check_partition(topic, partition, n)
+            return partition
+        if key is None and self._sticky is not None:
+            p = self._partitioner(topic, None, n)
+            assert self._acc is not None
+            if self._acc.close_if_full(topic, p, size):
+                p = self._partitioner(topic, None, n)
+            return p
+        return self._partitioner(topic, key, n)
+
+    @staticmethod
+    def _check_partition(topic: str, partition: int, n: int) -> None:
+        if not 0 <= partition < n:
+            raise error(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+                        f"partition {partition} does not exist: topic '{topic}' has {n} "
+                        f"partition(s) (0..{n - 1})")
+
+    def _on_batch_closed(self, topic: str, partition: int) -> None:
+        on_closed = getattr(self._partitioner, "on_batch_closed", None)
+        if on_closed is not None:
+            n = self.client.metadata.partition_count(topic)
+            if n:
+                on_closed(topic, partition, n)
+
+    # -- the wait line (back-pressure) ------------------------------------------------------
+    def _wait_in_line(self, topic: str, partition: int | None, args: tuple, size: int,
+                      bulk: bool) -> PendingRecordFuture:
+        loop = asyncio.get_running_loop()
+        admitted: asyncio.Future[None] = loop.create_future()
+        admitted.add_done_callback(_mark_retrieved)
+        handle = PendingRecordFuture(admitted)
+        deadline = loop.time() + self.max_block_ms / 1000
+        self._line.append(_Waiting(deadline, topic, partition, args, size, handle, bulk))
+        self.client.add_topic(topic)
+        if self._line_task is None or self._line_task.done():
+            self._line_task = loop.create_task(self._serve_line(), name="raftlog-send-line")
+        return handle
+
+    async def _serve_line(self) -> None:
+        """Owned by the Producer: admits waiting records in order as room/metadata appear."""
+        loop = asyncio.get_running_loop()
+        acc = self._acc
+        assert acc is not None
+        while self._line:
+            w = self._line[0]
+            now = loop.time()
+            n = self.client.metadata.partition_count(w.topic)
+            fits = acc.memory_used + w.size <= self.buffer_memory or acc.memory_used == 0
+            if n is not None and fits:
+                self._line.popleft()
+                self._admit(w, n)
+                continue
+            if now >= w.deadline_s:
+                self._line.popleft()
+                self._expire(w, n)
+                continue
+            self._room.clear()
+            waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._room.wait())]
+            if n is None:
+                waits.append(self.client.request_update())
+            _, pending = await asyncio.wait(waits, timeout=w.deadline_s - now,
+                                            return_when=asyncio.FIRST_COMPLETED)
+            for p in pending:
+                p.cancel()
+
+    def _admit(self, w: _Waiting, n: int) -> None:
+        assert w.handle.admitted is not None and self._acc is not None
+        try:
+            if w.bulk:
+                (recs,) = w.args
+                inner = self._admit_bulk(w.topic, w.partition, recs, w.size)  # type: ignore[arg-type]
+                w.handle.batch, w.handle.index = inner.batch, inner.index
+            else:
+                key, value, headers, ts = w.args
+                partition = self._choose(w.topic, key, w.partition, n, w.size)
+                inner = self._acc.append((w.topic, partition), key, value, headers, ts, w.size)
+                w.handle.batch, w.handle.index = inner.batch, inner.index
+        except RaftlogError as exc:
+            w.handle.admitted.set_exception(exc)
+            return
+        w.handle.admitted.set_result(None)
+
+    def _expire(self, w: _Waiting, n: int | None) -> None:
+        assert w.handle.admitted is not None and self._acc is not None
+        if n is None:
+            exc: RaftlogError = error(
+                ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+                f"topic '{w.topic}' is not in the cluster metadata after max_block_ms="
+                f"{self.max_block_ms} ms; create it first (raftlog topic create {w.topic})")
+        else:
+            last = self._sender.last_error if self._sender else None
+            exc = BufferFullError(
+                f"send() waited max_block_ms={self.max_block_ms} ms for room in buffer_memory="
+                f"{self.buffer_memory} bytes ({self._acc.memory_used} in use): the cluster is "
+                f"not keeping up or is unreachable" + (f"; last error: {last}" if last else ""))
+        w.handle.admitted.set_exception(exc)
+
+    def _freed(self) -> None:
+        if self._line:
+            self._room.set()
+
+    async def drain(self) -> None:
+        """Wait until every record in the wait line is in a batch (flow control for tight
+        send loops, like `StreamWriter.drain()`); returns at once when nothing waits.
+
+        Raises the error of the newest waiting record if it could not get in (BufferFullError
+        after max_block_ms, unknown topic).
+        """
+        while self._line:
+            last = self._line[-1].handle.admitted
+            assert last is not None
+            await asyncio.wait([last])
+            exc = last.exception()
+            if exc is not None:
+                raise exc
+
+    # -- flushing ---------------------------------------------------------------------------
+    async def flush(self, timeout_ms: float | None = None) -> None:
+        """Send everything queued now, ignoring linger, and wait until it is answered.
+
+        Errors of individual records are not raised here: await their futures for those.
+        """
+        acc = self._acc
+        if acc is None:
+            return
+        acc.flushing += 1
+        acc.wake()
+        deadline = None if timeout_ms is None else asyncio.get_running_loop().time() + timeout_ms / 1000
+        try:
+            while self._line or acc.incomplete:
+                waits: list[Any] = [b.future for b in acc.incomplete]
+                waits += [w.handle.admitted for w in self._line if w.handle.admitted is not None]
+                timeout = None if deadline is None else deadline - asyncio.get_running_loop().time()
+                if timeout is not None and timeout <= 0:
+                    raise error(ErrorCode.REQUEST_TIMED_OUT,
+                                f"flush did not finish within {timeout_ms} ms")
+                await asyncio.wait(waits, timeout=timeout)
+        finally:
+            acc.flushing -= 1
+
+    # -- introspection ----------------------------------------------------------------------
+    def partitions_for(self, topic: str) -> int | None:
+        return self.client.metadata.partition_count(topic)
+
+    @property
+    def producer_id(self) -> tuple[int, int]:
+        s = self._sender
+        return (s.producer_id, s.producer_epoch) if s else (-1, -1)
+
+
+def _mark_retrieved(fut: asyncio.Future[Any]) -> None:
+    """Errors reach users through the handles they await; a handle nobody awaits must not make
+    asyncio log "exception was never retrieved" for every failed batch."""
+    if not fut.cancelled() and fut.exception() is not None:
+        log.debug("send failed: %s", fut.exception())
+
+
+def _as_bytes(v: Any, what: str) -> bytes:
+    if isinstance(v, (bytearray, memoryview)):
+        return bytes(v)
+    raise TypeError(f"{what} must be bytes (or set a {what}_serializer), got {type(v).__name__}")
+
+
+def _check_headers(headers: Any) -> list[tuple[str, bytes | None]]:
+    out = []
+    for item in headers.items() if isinstance(headers, dict) else headers:
+        k, v = item
+        if not isinstance(k, str) or not (v is None or isinstance(v, bytes)):
+            raise TypeError("headers are (str, bytes|None) pairs")
+        out.append((k, v))
+    return out
