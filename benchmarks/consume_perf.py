@@ -1,0 +1,253 @@
+#!/usr/bin/env python3
+"""Consumer throughput, printed in kafka-consumer-perf-test's shape.
+
+    .venv/bin/python benchmarks/consume_perf.py --num-records 2000000 --record-size 100
+
+Starts a local 3-node cluster on 127.0.0.1 (killed at the end) unless `--bootstrap` names a
+running one. Without `--topic` (or when the named topic is empty) it first produces
+`--num-records` records with the benchmark producer (acks=all, not timed). Then one consumer
+reads every partition from its log start to the high watermark seen at the start with POST
+/v1/fetch straight to the leaders (one fetch in flight per leader, the next one sent before the
+previous answer is decoded), and decodes every batch with raftlog.codec.batch.decode (CRC
+check and msgpack records) to count records honestly. Figures last:
+
+    start.time, end.time, data.consumed.in.MB, MB.sec, data.consumed.in.nMsg, nMsg.sec,
+    rebalance.time.ms, fetch.time.ms, fetch.MB.sec, fetch.nMsg.sec
+
+MB = 2^20 bytes of record keys and values.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import os
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from operator import attrgetter
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _common import (MIB, CpuMeter, PerfProducer, Router, add_cluster_args,  # noqa: E402
+                     cancel_hard_limit, cluster_urls, codec, default_batch_records,
+                     ensure_topic, install_hard_limit, kafka_producer_line, log, new_session,
+                     post_msgpack, wait_producible)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--topic", default=None, help="consume this topic (produce first if empty)")
+    p.add_argument("--num-records", type=int, default=1_000_000,
+                   help="records to produce first when the topic is new or empty")
+    p.add_argument("--record-size", type=int, default=100)
+    p.add_argument("--partitions", type=int, default=6)
+    p.add_argument("--replication-factor", type=int, default=3)
+    p.add_argument("--fetch-max-bytes", type=int, default=50 * 1024 * 1024,
+                   help="max bytes per fetch answer (Kafka's fetch.max.bytes, default 50 MiB)")
+    p.add_argument("--partition-max-bytes", type=int, default=4 * 1024 * 1024,
+                   help="max bytes per partition per fetch (default 4 MiB)")
+    p.add_argument("--no-decode", action="store_true",
+                   help="count records from batch headers only (diagnosis: isolates client "
+                        "decode cost); the default decodes every record")
+    p.add_argument("--max-seconds", type=float, default=60.0,
+                   help="stop consuming after this long (default 60)")
+    add_cluster_args(p, 120.0)
+    return p.parse_args(argv)
+
+
+_VALUE = attrgetter("value")
+_KEY = attrgetter("key")
+
+
+@dataclass
+class Totals:
+    records: int = 0
+    bytes: int = 0
+    fetches: int = 0
+    wire_bytes: int = 0
+
+
+async def offsets(session, router: Router, topic: str, ts: int) -> dict[int, int]:
+    by: dict[str, list[int]] = {}
+    for p in range(router.partitions[topic]):
+        by.setdefault(router.leader_url(topic, p), []).append(p)
+    out: dict[int, int] = {}
+    for url, parts in by.items():
+        ans = await post_msgpack(session, url + "/v1/list-offsets", {"partitions": [
+            {"topic": topic, "partition": p, "timestamp": ts} for p in parts]})
+        for r in ans["partitions"]:
+            if r.get("error"):
+                raise RuntimeError(f"list-offsets {topic}-{r['partition']}: {r}")
+            out[r["partition"]] = r["offset"]
+    return out
+
+
+async def has_data(session, router: Router, topic: str) -> bool:
+    """Whether any partition holds a non-control batch (a new leader writes an epoch marker)."""
+    for p in range(router.partitions[topic]):
+        ans = await post_msgpack(session, router.leader_url(topic, p) + "/v1/fetch", {
+            "max_wait_ms": 0, "min_bytes": 0, "max_bytes": 1 << 20,
+            "partitions": [{"topic": topic, "partition": p, "offset": 0, "max_bytes": 1 << 16}]})
+        r = ans["partitions"][0]
+        if r.get("error") == "OFFSET_OUT_OF_RANGE":
+            return True  # the log start moved past 0: retention deleted data, so some exists
+        for _, h in codec.iter_batches(r.get("records") or b""):
+            if not h.is_control:
+                return True
+    return False
+
+
+async def consume_leader(session, url: str, topic: str, parts: list[int], pos: dict[int, int],
+                         end: dict[int, int], args: argparse.Namespace, tot: Totals,
+                         deadline: float) -> None:
+    """One fetch in flight per leader; the next is sent before this answer is decoded."""
+    def request() -> asyncio.Task | None:
+        want = [p for p in parts if pos[p] < end[p]]
+        if not want or time.monotonic() > deadline:
+            return None
+        body = {"max_wait_ms": 500, "min_bytes": 1, "max_bytes": args.fetch_max_bytes,
+                "partitions": [{"topic": topic, "partition": p, "offset": pos[p],
+                                "max_bytes": args.partition_max_bytes} for p in want]}
+        return asyncio.ensure_future(post_msgpack(session, url + "/v1/fetch", body))
+
+    task = request()
+    while task is not None:
+        ans = await task
+        tot.fetches += 1
+        todo: list[tuple[int, int, int, bytes]] = []
+        for r in ans["partitions"]:
+            if r.get("error"):
+                raise RuntimeError(f"fetch {topic}-{r['partition']}: {r}")
+            p = r["partition"]
+            recs = r.get("records") or b""
+            if not recs:
+                continue
+            tot.wire_bytes += len(recs)
+            start = pos[p]
+            last = start
+            for _, h in codec.iter_batches(recs):
+                last = h.next_offset
+            todo.append((p, start, end[p], recs))
+            pos[p] = max(pos[p], last)
+        task = request()  # prefetch: the broker works while we decode
+        for p, start, stop, recs in todo:
+            if args.no_decode:
+                for _, h in codec.iter_batches(recs):
+                    if h.is_control:
+                        continue
+                    lo = max(start, h.base_offset)
+                    hi = min(stop, h.next_offset)
+                    if hi > lo:
+                        tot.records += hi - lo
+                        tot.bytes += (hi - lo) * args.record_size
+                continue
+            decoded = codec.decode(recs)
+            if decoded and not (start <= decoded[0].offset and decoded[-1].offset < stop):
+                decoded = [r for r in decoded if start <= r.offset < stop]
+            tot.records += len(decoded)
+            # per-record sizes via C-level map; keys are None in benchmark data
+            tot.bytes += sum(map(len, filter(None, map(_VALUE, decoded))))
+            tot.bytes += sum(map(len, filter(None, map(_KEY, decoded))))
+
+
+async def progress(tot: Totals) -> None:
+    last_t, last_n, last_b = time.monotonic(), 0, 0
+    while True:
+        await asyncio.sleep(2.0)
+        now = time.monotonic()
+        dt = now - last_t
+        log(f"consumed {tot.records} records; window {(tot.records - last_n) / dt:.0f} "
+            f"records/sec ({(tot.bytes - last_b) / dt / MIB:.2f} MB/sec)")
+        last_t, last_n, last_b = now, tot.records, tot.bytes
+
+
+def ts_str(t: float) -> str:
+    return datetime.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S:%f")[:-3]
+
+
+async def run(args: argparse.Namespace, urls: list[str], node_pids: dict[int, int]) -> str:
+    topic = args.topic or f"consume-perf-{uuid.uuid4().hex[:8]}"
+    lines: list[str] = []
+    async with new_session() as session:
+        router = Router(session, urls)
+        created = False
+        await router.refresh([topic])
+        if topic not in router.partitions:
+            created = await ensure_topic(session, urls, topic, args.partitions,
+                                         args.replication_factor)
+        await wait_producible(session, router, topic)
+        hw = await offsets(session, router, topic, -1)
+        produced = None
+        if not await has_data(session, router, topic):
+            log(f"topic {topic} ({'created' if created else 'empty'}): producing "
+                f"{args.num_records} records of {args.record_size} B first (acks=all)")
+            prod = PerfProducer(session, router, topic, num_records=args.num_records,
+                                record_size=args.record_size, acks=-1,
+                                batch_records=default_batch_records(args.record_size, 256 * 1024),
+                                in_flight=4, deadline=time.monotonic() + args.max_seconds)
+            t0 = time.monotonic()
+            st = await prod.run()
+            produced = st.acked_records
+            lines.append("produce phase: " + kafka_producer_line(st, time.monotonic() - t0,
+                                                                 args.record_size))
+            await router.refresh([topic])
+            hw = await offsets(session, router, topic, -1)
+        start = await offsets(session, router, topic, -2)
+        n_parts = router.partitions[topic]
+        log(f"consuming {topic}: {n_parts} partitions, offsets "
+            + " ".join(f"{p}:{start[p]}-{hw[p]}" for p in range(n_parts)))
+        by: dict[str, list[int]] = {}
+        for p in range(n_parts):
+            by.setdefault(router.leader_url(topic, p), []).append(p)
+        pos = dict(start)
+        tot = Totals()
+        meter = CpuMeter(node_pids).start()
+        wall0 = time.time()
+        t0 = time.monotonic()
+        prog = asyncio.create_task(progress(tot))
+        try:
+            await asyncio.gather(*(consume_leader(session, url, topic, parts, pos, hw, args, tot,
+                                                  t0 + args.max_seconds)
+                                   for url, parts in by.items()))
+        finally:
+            prog.cancel()
+        elapsed = time.monotonic() - t0
+        wall1 = time.time()
+        meter.stop()
+    lines.append(f"{tot.fetches} fetch requests, {tot.wire_bytes / MIB:.1f} MiB of batches on the "
+                 f"wire, {'headers only (--no-decode)' if args.no_decode else 'every record decoded'}"
+                 f", elapsed {elapsed:.2f} s")
+    if produced is not None:
+        lines.append(f"check: consumed {tot.records} records, produced {produced} "
+                     f"({'match' if tot.records == produced else 'MISMATCH'})")
+    if any(pos[p] < hw[p] for p in pos):
+        lines.append("note: stopped at --max-seconds before reaching the high watermark")
+    lines.append(meter.report())
+    mb = tot.bytes / MIB
+    lines.append("start.time, end.time, data.consumed.in.MB, MB.sec, data.consumed.in.nMsg, "
+                 "nMsg.sec, rebalance.time.ms, fetch.time.ms, fetch.MB.sec, fetch.nMsg.sec")
+    lines.append(f"{ts_str(wall0)}, {ts_str(wall1)}, {mb:.4f}, {mb / elapsed:.4f}, {tot.records}, "
+                 f"{tot.records / elapsed:.4f}, 0, {elapsed * 1000:.0f}, {mb / elapsed:.4f}, "
+                 f"{tot.records / elapsed:.4f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    install_hard_limit(args.time_limit)
+    try:
+        with cluster_urls(args) as (urls, cluster):
+            pids = {i: p.pid for i, p in cluster.procs.items()} if cluster else {}
+            out = asyncio.run(run(args, urls, pids))
+        cancel_hard_limit()
+        print(out, flush=True)
+        return 0
+    finally:
+        cancel_hard_limit()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
