@@ -70,6 +70,7 @@ class FakeCluster:
         self._drops: dict[str, int] = {}           # path -> responses to lose after applying
         self.stalled: set[str] = set()             # paths that never answer
         self._runners: list[web.AppRunner] = []
+        self._stopping = False
         self._data: Any = None     # asyncio.Condition, created on start (needs the loop)
         self._unstall: asyncio.Event | None = None
 
@@ -91,7 +92,7 @@ class FakeCluster:
                             ("fetch", self._fetch), ("list-offsets", self._list_offsets),
                             ("init-producer-id", self._init_pid)):
                 r.add_post(f"/v1/{path}", h)
-            runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+            runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
             await runner.setup()
             site = web.TCPSite(runner, "127.0.0.1", 0)
             await site.start()
@@ -101,8 +102,12 @@ class FakeCluster:
 
     async def stop(self) -> None:
         self.stalled.clear()
+        self._stopping = True
         if self._unstall is not None:
             self._unstall.set()
+        if self._data is not None:
+            async with self._data:
+                self._data.notify_all()  # long-polling fetches answer now
         for r in self._runners:
             await r.cleanup()
         self._runners.clear()
@@ -318,7 +323,8 @@ class FakeCluster:
             results = self._per_partition(request, "fetch", body["partitions"], self._read)
             got = sum(len(r.get("records", b"")) for r in results)
             remaining = deadline - asyncio.get_running_loop().time()
-            if got >= body.get("min_bytes", 1) or remaining <= 0 or any("error" in r for r in results):
+            if got >= body.get("min_bytes", 1) or remaining <= 0 or self._stopping \
+                    or any("error" in r for r in results):
                 return _answer(request, {"partitions": results})
             async with self._data:
                 try:

@@ -1,0 +1,454 @@
+"""The consumer's background fetcher: keeps one fetch in flight per leader, buffers the answers.
+
+Owns: the fetch loop task and its request tasks (created and cancelled by the Consumer), the
+per-partition buffers of fetched-but-not-returned batches, offset resets (list-offsets for
+partitions without a position), leader moves (metadata refresh, per-partition backoff) and the
+errors the user must see (OFFSET_OUT_OF_RANGE with auto_offset_reset="none", corrupt data,
+non-retriable broker errors). Imports the client's modules, `codec.batch` and `errors`; never
+raftlog.server/meta/storage/replication.
+
+Prefetch: a partition is fetched again as soon as less than `max_partition_fetch_bytes` of it
+is buffered, so the next answer is on its way while the caller processes the last one. Records
+are decoded lazily, when handed out, so a seek throws away raw bytes, not objects.
+
+Every fetch answer is checked against the partition's `generation` (bumped by seek/reset):
+an answer for an old position is dropped. A fetch may start mid-batch: records below the
+position are skipped when decoding.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import zlib
+from collections import deque
+from typing import Any
+
+import msgpack
+from crc32c import crc32c
+
+from raftlog.client.client import Client
+from raftlog.client.errors import NoOffsetForPartitionError
+from raftlog.client.structs import ConsumerRecord, TopicPartition
+from raftlog.client.subscription import RESET_NONE, RESET_TIMESTAMP, SubscriptionState
+from raftlog.codec import batch as codec
+from raftlog.errors import CorruptBatchError, ErrorCode, RaftlogError, error, from_wire
+
+log = logging.getLogger("raftlog.consumer")
+
+_new = tuple.__new__
+
+
+class FetchResult:
+    """One partition's records from one fetch answer."""
+
+    __slots__ = ("generation", "raw", "records", "index", "next_offset", "size")
+
+    def __init__(self, generation: int, raw: bytes, next_offset: int) -> None:
+        self.generation = generation
+        self.raw: bytes | None = raw
+        self.records: list[ConsumerRecord] | None = None
+        self.index = 0
+        self.next_offset = next_offset  # offset after the last batch of `raw`
+        self.size = len(raw)
+
+
+def decode_records(topic: str, partition: int, raw: bytes | memoryview,
+                   position: int) -> list[ConsumerRecord]:
+    """ConsumerRecords of the whole batches in `raw`, skipping offsets below `position` and
+    control batches, CRC checked. One msgpack call per batch; one tuple per record."""
+    out: list[ConsumerRecord] = []
+    mv = memoryview(raw)
+    for pos, h in codec.iter_batches(mv):
+        if h.next_offset <= position or h.is_control:
+            continue
+        end = pos + h.size
+        if crc32c(mv[pos + codec.CRC_START:end]) != h.crc:
+            raise CorruptBatchError(
+                f"{topic}-{partition}: CRC mismatch in batch at offset {h.base_offset}")
+        payload = mv[pos + codec.HEADER_SIZE:end]
+        if h.codec == codec.CODEC_GZIP:
+            try:
+                payload = zlib.decompress(payload)
+            except zlib.error as exc:
+                raise CorruptBatchError(f"{topic}-{partition}: batch at offset "
+                                        f"{h.base_offset} does not decompress: {exc}") from None
+        elif h.codec != codec.CODEC_NONE:
+            raise CorruptBatchError(f"{topic}-{partition}: unsupported codec {h.codec}")
+        try:
+            body = msgpack.unpackb(payload, raw=False, use_list=False, strict_map_key=False)
+        except Exception as exc:  # msgpack raises several unrelated types
+            raise CorruptBatchError(f"{topic}-{partition}: records of batch at offset "
+                                    f"{h.base_offset} do not decode: {exc}") from None
+        if not isinstance(body, tuple) or len(body) != h.record_count:
+            raise CorruptBatchError(f"{topic}-{partition}: batch at offset {h.base_offset} "
+                                    f"says {h.record_count} records, holds "
+                                    f"{len(body) if isinstance(body, tuple) else 'no list'}")
+        base = h.base_offset
+        skip = position - base if position > base else 0
+        try:
+            if h.attributes & codec.TIMESTAMP_LOG_APPEND:
+                ts = h.max_timestamp
+                out.extend([_new(ConsumerRecord, (topic, partition, base + i, ts, r[1], r[2],
+                                                  r[3] or ()))
+                            for i, r in enumerate(body[skip:], skip)])
+            else:
+                ts0 = h.first_timestamp
+                out.extend([_new(ConsumerRecord, (topic, partition, base + i, ts0 + r[0], r[1],
+                                                  r[2], r[3] or ()))
+                            for i, r in enumerate(body[skip:], skip)])
+        except (TypeError, IndexError) as exc:
+            raise CorruptBatchError(f"{topic}-{partition}: malformed record in batch at offset "
+                                    f"{base}: {exc}") from None
+    return out
+
+
+class Fetcher:
+    def __init__(self, client: Client, subscription: SubscriptionState, *,
+                 fetch_max_wait_ms: int, fetch_min_bytes: int, fetch_max_bytes: int,
+                 max_partition_fetch_bytes: int, request_timeout_ms: int,
+                 retry_backoff_ms: int) -> None:
+        self.client = client
+        self.subs = subscription
+        self.fetch_max_wait_ms = fetch_max_wait_ms
+        self.fetch_min_bytes = fetch_min_bytes
+        self.fetch_max_bytes = fetch_max_bytes
+        self.max_partition_fetch_bytes = max_partition_fetch_bytes
+        self.request_timeout_ms = request_timeout_ms
+        self.retry_backoff_s = retry_backoff_ms / 1000
+        self._loop = asyncio.get_running_loop()
+        self._buffers: dict[TopicPartition, deque[FetchResult]] = {}
+        self._buffered_bytes: dict[TopicPartition, int] = {}
+        self._next_fetch: dict[TopicPartition, tuple[int, int]] = {}  # tp -> (generation, offset)
+        self._fetching_nodes: set[int] = set()
+        self._resetting = False
+        self._backoff_until: dict[TopicPartition, float] = {}
+        self._errors: dict[TopicPartition, RaftlogError] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._woken = False
+        self.data_ready = asyncio.Event()
+        self._rr = 0
+        subscription.on_change = self.wake
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        self._task = self._loop.create_task(self._run(), name="raftlog-fetcher")
+        self._task.add_done_callback(self._died)
+
+    async def close(self) -> None:
+        tasks = [t for t in [self._task, *self._tasks] if t is not None]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._task = None
+        self._tasks.clear()
+
+    def _died(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("consumer fetch task crashed", exc_info=task.exception())
+            exc = error(ErrorCode.UNKNOWN_SERVER_ERROR, f"fetcher crashed: {task.exception()!r}")
+            for tp in self.subs.assigned():
+                self._errors[tp] = exc
+            self.data_ready.set()
+
+    def wake(self) -> None:
+        self._woken = True
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    async def _sleep(self, until_s: float | None) -> None:
+        if self._woken:
+            self._woken = False
+            return
+        fut = self._waiter = self._loop.create_future()
+        handle = None
+        if until_s is not None:
+            handle = self._loop.call_at(until_s, _resolve, fut)
+        try:
+            await fut
+        finally:
+            self._waiter = None
+            self._woken = False
+            if handle is not None:
+                handle.cancel()
+
+    # -- the loop ---------------------------------------------------------------------------
+    async def _run(self) -> None:
+        while True:
+            now = self._loop.time()
+            next_s = self._start_resets(now)
+            more = self._start_fetches(now)
+            if more is not None:
+                next_s = more if next_s is None else min(next_s, more)
+            await self._sleep(next_s)
+
+    def _spawn(self, coro: Any) -> None:
+        t = self._loop.create_task(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
+    def _start_resets(self, now: float) -> float | None:
+        if self._resetting:
+            return None
+        todo: dict[TopicPartition, int] = {}
+        next_s = None
+        for tp, st in self.subs.states():
+            if st.position is not None or tp in self._errors:
+                continue
+            until = self._backoff_until.get(tp, 0.0)
+            if until > now:
+                next_s = until if next_s is None else min(next_s, until)
+                continue
+            if st.reset == RESET_NONE or st.reset is None:
+                self._errors[tp] = NoOffsetForPartitionError(
+                    f"{tp.topic}-{tp.partition} has no position and auto_offset_reset='none'; "
+                    "seek() to an offset first")
+                self.data_ready.set()
+                continue
+            todo[tp] = st.generation
+        if todo:
+            self._resetting = True
+            self._spawn(self._reset(todo))
+        return next_s
+
+    async def _reset(self, todo: dict[TopicPartition, int]) -> None:
+        try:
+            stamps = {tp: RESET_TIMESTAMP[self.subs.state(tp).reset or "latest"]
+                      for tp in todo if self.subs.is_assigned(tp)}
+            found = await self.client.list_offsets({(tp.topic, tp.partition): ts
+                                                    for tp, ts in stamps.items()})
+        except RaftlogError as exc:
+            until = self._loop.time() + self.retry_backoff_s
+            for tp in todo:
+                self._backoff_until[tp] = until
+                if not exc.retriable:
+                    self._errors[tp] = exc
+            if not exc.retriable:
+                self.data_ready.set()
+            log.debug("offset reset failed: %s", exc)
+            return
+        finally:
+            self._resetting = False
+            self.wake()
+        for tp, gen in todo.items():
+            if not self.subs.is_assigned(tp):
+                continue
+            st = self.subs.state(tp)
+            hit = found.get((tp.topic, tp.partition))
+            if hit is not None and st.generation == gen and st.position is None:
+                st.position = hit[0]
+                st.reset = None
+
+    def _start_fetches(self, now: float) -> float | None:
+        by_node: dict[int, list[tuple[TopicPartition, int, int]]] = {}
+        next_s = None
+        need_metadata = False
+        md = self.client.metadata
+        for tp, st in self.subs.states():
+            if not st.fetchable or tp in self._errors:
+                continue
+            buf = self._buffers.get(tp)
+            if buf and buf[0].generation != st.generation:
+                self._drop_buffer(tp)
+            if self._buffered_bytes.get(tp, 0) >= self.max_partition_fetch_bytes:
+                continue
+            until = self._backoff_until.get(tp, 0.0)
+            if until > now:
+                next_s = until if next_s is None else min(next_s, until)
+                continue
+            node = md.leader_for(tp.topic, tp.partition)
+            if node < 0:
+                need_metadata = True
+                continue
+            if node in self._fetching_nodes:
+                continue
+            nf = self._next_fetch.get(tp)
+            assert st.position is not None
+            offset = nf[1] if nf is not None and nf[0] == st.generation else st.position
+            by_node.setdefault(node, []).append((tp, st.generation, offset))
+        if need_metadata:
+            self.client.request_update()
+            retry = now + self.retry_backoff_s
+            next_s = retry if next_s is None else min(next_s, retry)
+        for node, entries in by_node.items():
+            self._fetching_nodes.add(node)
+            self._spawn(self._fetch(node, entries))
+        return next_s
+
+    async def _fetch(self, node: int, entries: list[tuple[TopicPartition, int, int]]) -> None:
+        md = self.client.metadata
+        parts = []
+        for tp, _, offset in entries:
+            e: dict[str, Any] = {"topic": tp.topic, "partition": tp.partition, "offset": offset,
+                                 "max_bytes": self.max_partition_fetch_bytes}
+            pm = md.partition(tp.topic, tp.partition)
+            if pm is not None and pm.leader_epoch >= 0:
+                e["current_leader_epoch"] = pm.leader_epoch
+            parts.append(e)
+        body = {"max_wait_ms": self.fetch_max_wait_ms, "min_bytes": self.fetch_min_bytes,
+                "max_bytes": self.fetch_max_bytes, "partitions": parts}
+        try:
+            answer = await self.client.send(node, "/v1/fetch", body,
+                                            self.request_timeout_ms + self.fetch_max_wait_ms)
+        except RaftlogError as exc:
+            log.debug("fetch from broker %d failed: %s", node, exc)
+            until = self._loop.time() + self.retry_backoff_s
+            for tp, _, _ in entries:
+                self._backoff_until[tp] = until
+            if exc.invalid_metadata or exc.retriable:
+                self.client.request_update()
+            return
+        finally:
+            self._fetching_nodes.discard(node)
+            self.wake()
+        asked = {tp: (gen, off) for tp, gen, off in entries}
+        refresh = False
+        for r in (answer or {}).get("partitions") or ():
+            tp = TopicPartition(r.get("topic"), r.get("partition"))
+            if tp not in asked or not self.subs.is_assigned(tp):
+                continue
+            gen, offset = asked[tp]
+            st = self.subs.state(tp)
+            if st.generation != gen:
+                continue  # seeked meanwhile: this answer is for an old position
+            if r.get("error"):
+                refresh |= self._on_error(tp, offset, from_wire(r))
+                continue
+            st.highwater = int(r.get("high_watermark", st.highwater))
+            st.log_start = int(r.get("log_start_offset", st.log_start))
+            raw = r.get("records") or b""
+            if not raw:
+                continue
+            last_next = offset
+            for _, h in codec.iter_batches(raw):
+                last_next = h.next_offset
+            if last_next <= offset:
+                continue
+            buf = self._buffers.get(tp)
+            if buf is None:
+                buf = self._buffers[tp] = deque()
+            buf.append(FetchResult(gen, raw, last_next))
+            self._buffered_bytes[tp] = self._buffered_bytes.get(tp, 0) + len(raw)
+            self._next_fetch[tp] = (gen, last_next)
+            self.data_ready.set()
+        if refresh:
+            self.client.request_update()
+
+    def _on_error(self, tp: TopicPartition, offset: int, exc: RaftlogError) -> bool:
+        """Handle one partition's fetch error; True when metadata should be refreshed."""
+        code = exc.code
+        if code is ErrorCode.OFFSET_OUT_OF_RANGE:
+            if self.subs.default_reset == RESET_NONE:
+                lo = exc.hint.get("log_start_offset", "?")
+                hi = exc.hint.get("log_end_offset", "?")
+                self._errors[tp] = type(exc)(
+                    f"{tp.topic}-{tp.partition}: offset {offset} is out of range [{lo}, {hi}] "
+                    "and auto_offset_reset='none'; seek() to a valid offset", exc.hint)
+                self.data_ready.set()
+            else:
+                log.info("%s-%d: offset %d out of range, resetting to %s", tp.topic,
+                         tp.partition, offset, self.subs.default_reset)
+                self._drop_buffer(tp)
+                self.subs.request_reset(tp)
+            return False
+        self._backoff_until[tp] = self._loop.time() + self.retry_backoff_s
+        if exc.invalid_metadata:
+            if exc.hint:
+                self.client.metadata.apply_leader_hint(tp.topic, tp.partition, exc.hint)
+            return True
+        if not exc.retriable:
+            self._errors[tp] = exc
+            self.data_ready.set()
+        return False
+
+    def _drop_buffer(self, tp: TopicPartition) -> None:
+        self._buffers.pop(tp, None)
+        self._buffered_bytes.pop(tp, None)
+        self._next_fetch.pop(tp, None)
+
+    # -- handing records out (caller side, synchronous) ----------------------------------------
+    def fetched_records(self, partitions: list[TopicPartition],
+                        max_records: int | None) -> dict[TopicPartition, list[ConsumerRecord]]:
+        """Take buffered records of `partitions`, advancing their positions. Raises a pending
+        error of one of them first, before any position moves."""
+        if self._errors:
+            for tp in partitions:
+                exc = self._errors.pop(tp, None)
+                if exc is not None:
+                    raise exc
+        out: dict[TopicPartition, list[ConsumerRecord]] = {}
+        budget = max_records if max_records is not None else 1 << 62
+        freed = False
+        if len(partitions) > 1:
+            # Start at a different partition each call so none starves under max_records.
+            k = self._rr = (self._rr + 1) % len(partitions)
+            partitions = partitions[k:] + partitions[:k]
+        for tp in partitions:
+            buf = self._buffers.get(tp)
+            if not buf or budget <= 0:
+                continue
+            st = self.subs.state(tp)
+            while buf and budget > 0:
+                res = buf[0]
+                if res.generation != st.generation or st.position is None:
+                    self._drop_buffer(tp)
+                    break
+                recs = res.records
+                if recs is None:
+                    assert res.raw is not None
+                    try:
+                        recs = res.records = decode_records(tp.topic, tp.partition, res.raw,
+                                                            st.position)
+                    except CorruptBatchError:
+                        self._drop_buffer(tp)
+                        raise
+                    res.raw = None
+                i = res.index
+                if i == 0 and len(recs) <= budget:
+                    take = recs
+                else:
+                    take = recs[i:i + budget]
+                if take:
+                    got = out.get(tp)
+                    if got is None:
+                        out[tp] = take if take is not recs else list(recs)
+                    else:
+                        got.extend(take)
+                    st.position = take[-1].offset + 1
+                    res.index = i + len(take)
+                    budget -= len(take)
+                if res.index >= len(recs):
+                    buf.popleft()
+                    self._buffered_bytes[tp] -= res.size
+                    if st.position < res.next_offset:
+                        st.position = res.next_offset  # nothing left below it in this answer
+                    freed = True
+            if buf is not None and not buf:
+                self._buffers.pop(tp, None)
+        if freed:
+            self.wake()  # room to prefetch again
+        return out
+
+    def clear_error(self, tp: TopicPartition) -> None:
+        """A seek answers a pending error of `tp` (e.g. no offset with reset 'none')."""
+        self._errors.pop(tp, None)
+        self._backoff_until.pop(tp, None)
+
+    def highwater(self, tp: TopicPartition) -> int:
+        return self.subs.state(tp).highwater
+
+    def forget(self, keep: set[TopicPartition]) -> None:
+        """Drop buffers and errors of partitions no longer assigned."""
+        for tp in list(self._buffers):
+            if tp not in keep:
+                self._drop_buffer(tp)
+        for tp in list(self._errors):
+            if tp not in keep:
+                del self._errors[tp]
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
