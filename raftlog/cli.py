@@ -6,7 +6,8 @@ promise that every failure ends as one line `error: ...` on stderr with a non-ze
 never a traceback (set RAFTLOG_DEBUG=1 to see one). Uses only the public client API, plus
 `raftlog.config` to read node addresses and `raftlog.launcher` for `node start`.
 
-Exit status: 0 ok, 1 error, 2 usage error, 130 interrupted.
+Exit status: 0 ok, 1 error (and `cluster status` of a cluster without a controller), 2 usage
+error, 130 interrupted.
 """
 from __future__ import annotations
 
@@ -122,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_bootstrap(args: argparse.Namespace) -> str:
+    """--bootstrap, else $RAFTLOG_BOOTSTRAP, else the nodes of --config, else the default.
+    Called before the event loop starts (it may read the config file)."""
     given = getattr(args, "bootstrap", None)
     if given:
         return given
@@ -175,7 +178,7 @@ def _timeout(args: argparse.Namespace) -> int:
 def _admin(args: argparse.Namespace) -> Any:
     from raftlog.client.admin import Admin
     t = _timeout(args)
-    return Admin(resolve_bootstrap(args), request_timeout_ms=t, bootstrap_timeout_ms=t)
+    return Admin(args.bootstrap, request_timeout_ms=t, bootstrap_timeout_ms=t)
 
 
 async def cmd_topic(args: argparse.Namespace) -> int:
@@ -278,7 +281,7 @@ async def cmd_produce(args: argparse.Namespace) -> int:
     acks: Any = "all" if args.acks == "all" else int(args.acks)
     sep = args.key_separator.encode() if args.key_separator else None
     handles = []
-    async with Producer(resolve_bootstrap(args), acks=acks, linger_ms=args.linger_ms,
+    async with Producer(args.bootstrap, acks=acks, linger_ms=args.linger_ms,
                         bootstrap_timeout_ms=t, max_block_ms=max(t, 10_000)) as p:
         # Fail before reading input when the topic does not exist.
         await p.client.wait_for_topic(args.topic, t)
@@ -319,7 +322,7 @@ async def cmd_consume(args: argparse.Namespace) -> int:
     t = _timeout(args)
     if args.max_messages is not None and args.max_messages < 1:
         raise CliError("--max-messages must be >= 1")
-    async with Consumer(bootstrap_servers=resolve_bootstrap(args), auto_offset_reset="earliest",
+    async with Consumer(bootstrap_servers=args.bootstrap, auto_offset_reset="earliest",
                         bootstrap_timeout_ms=t, request_timeout_ms=max(t, 10_000)) as c:
         n = await c.client.wait_for_topic(args.topic, t)
         if args.partition is not None and not 0 <= args.partition < n:
@@ -423,6 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "node":
             return cmd_node_start(args)
+        args.bootstrap = resolve_bootstrap(args)
         return asyncio.run(_dispatch(args))
     except KeyboardInterrupt:
         return 130

@@ -91,6 +91,7 @@ class Consumer:
     async def stop(self) -> None:
         self._closed = True
         if self._fetcher is not None:
+            self._fetcher.data_ready.set()  # wake getone()/async-for waiters so they end
             await self._fetcher.close()
         await self.client.close()
 
@@ -246,6 +247,8 @@ class Consumer:
         fetcher = self._running()
         tps = [self._assigned(tp) for tp in partitions] or self.subscription.assigned()
         while True:
+            if self._closed:
+                raise IllegalStateError("consumer stopped")
             fetcher.data_ready.clear()
             out = fetcher.fetched_records(
                 [tp for tp in tps if not self.subscription.state(tp).paused], 1)

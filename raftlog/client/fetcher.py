@@ -297,8 +297,12 @@ class Fetcher:
             until = self._loop.time() + self.retry_backoff_s
             for tp, _, _ in entries:
                 self._backoff_until[tp] = until
-            if exc.invalid_metadata or exc.retriable:
+                if not exc.retriable:
+                    self._errors[tp] = exc  # e.g. INVALID_REQUEST: retrying cannot help
+            if exc.retriable:
                 self.client.request_update()
+            else:
+                self.data_ready.set()
             return
         finally:
             self._fetching_nodes.discard(node)

@@ -406,10 +406,11 @@ class Producer:
             waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._room.wait())]
             if n is None:
                 waits.append(self.client.request_update())
-            _, pending = await asyncio.wait(waits, timeout=w.deadline_s - now,
-                                            return_when=asyncio.FIRST_COMPLETED)
-            for p in pending:
-                p.cancel()
+            try:
+                await asyncio.wait(waits, timeout=w.deadline_s - now,
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waits[0].cancel()  # this task owns the room waiter, even when cancelled
 
     def _admit(self, w: _Waiting, n: int) -> None:
         assert w.handle.admitted is not None and self._acc is not None
@@ -476,6 +477,9 @@ class Producer:
         deadline = None if timeout_ms is None else asyncio.get_running_loop().time() + timeout_ms / 1000
         try:
             while self._line or acc.incomplete:
+                if self._sender_task is not None and self._sender_task.done():
+                    raise IllegalStateError("producer sender is not running (stopped or "
+                                            "crashed); nothing more will be delivered")
                 waits: list[Any] = [b.future for b in acc.incomplete]
                 waits += [w.handle.admitted for w in self._line if w.handle.admitted is not None]
                 timeout = None if deadline is None else deadline - asyncio.get_running_loop().time()

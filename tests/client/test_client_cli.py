@@ -178,3 +178,10 @@ def test_bootstrap_resolution(tmp_path, monkeypatch):
     assert (args.config_file, args.node_id) == ("a.toml", 2)
     args = parse(["node", "start", "--config", "b.toml"])
     assert args.config_file == "b.toml"
+
+
+def test_node_start_delegates_to_the_launcher(tmp_path, capsys):
+    # A missing config is the launcher's own one-line error (exit 2); nothing is started.
+    code = main(["node", "start", "--config", str(tmp_path / "missing.toml"), "--node-id", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and "missing.toml" in err

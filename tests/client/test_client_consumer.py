@@ -240,3 +240,20 @@ def _stamped(raw: bytes, base: int) -> bytes:
     buf = bytearray(raw)
     codec.stamp(buf, base, 0)
     return bytes(buf)
+
+
+async def test_async_for_ends_when_the_consumer_stops(fake):
+    c = consumer(fake, auto_offset_reset="earliest")
+    await c.start()
+    c.assign([T0])
+    seen = []
+
+    async def read():
+        async for r in c:
+            seen.append(r)
+        return "ended"
+
+    task = asyncio.ensure_future(read())
+    await asyncio.sleep(0)
+    await c.stop()
+    assert await asyncio.wait_for(task, 5) == "ended" and seen == []

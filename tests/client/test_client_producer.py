@@ -232,3 +232,21 @@ async def test_serializers(fake):
         await p.send("t", "value", key="key", partition=0)
     r = fake.records("t", 0)[0]
     assert (r.key, r.value) == (b"key", b"value")
+
+
+async def test_retry_after_lost_response_and_leader_move_does_not_duplicate(fake2, eventually):
+    # Issue 5's idempotence scenario on the fake: the append succeeds on node 1, its answer is
+    # lost, leadership moves to node 2 before the retry; the retry is re-routed and answered
+    # with the original offset (the fake keeps producer state per partition, as a new leader
+    # rebuilds it from its log).
+    fake2.lose_responses("produce", 1)
+    async with Producer(fake2.bootstrap, linger_ms=0, retry_backoff_ms=300) as p:
+        h = p.send("t", b"exactly-once", partition=0)
+        await eventually(lambda: len(fake2.records("t", 0)) == 1, what="first append")
+        fake2.move_leader("t", 0, 2)
+        md = await h
+        assert md.offset == 0
+        assert (await p.send("t", b"next", partition=0)).offset == 1
+    assert log_values(fake2, "t", 0) == [(0, None, b"exactly-once"), (1, None, b"next")]
+    produce_nodes = [n for n, path in fake2.requests if path == "produce"]
+    assert produce_nodes[:2] == [1, 1] and produce_nodes[-1] == 2
