@@ -62,6 +62,7 @@ class Sender:
         self.last_error: RaftlogError | None = None  # for BufferFullError messages
         self._pid_reset = False
         self._node_in_flight: dict[int, int] = {}
+        self._in_flight_total = 0
         self._requests: set[asyncio.Task[None]] = set()
         self._loop = asyncio.get_running_loop()
         self._waiter: asyncio.Future[None] | None = None
@@ -117,7 +118,7 @@ class Sender:
                 # Nothing new leaves until the in-flight requests are answered and a new
                 # producer id is in hand (request completions wake us).
                 wait_s: float | None = None
-                if not self._requests:
+                if not self._in_flight_total:
                     try:
                         await self._reset_producer_id()
                     except RaftlogError as exc:
@@ -148,6 +149,7 @@ class Sender:
         for b in batches:
             self._prepare(b)
         self._node_in_flight[node] = self._node_in_flight.get(node, 0) + 1
+        self._in_flight_total += 1
         task = self._loop.create_task(self._produce(node, batches))
         self._requests.add(task)
         task.add_done_callback(self._requests.discard)
@@ -190,7 +192,10 @@ class Sender:
             log.exception("produce request to broker %d failed unexpectedly", node)
             failure = error(ErrorCode.UNKNOWN_SERVER_ERROR, f"{type(exc).__name__}: {exc}")
         finally:
+            # Counted here, not by the task's done-callback, so the loop woken just below
+            # already sees this request as answered.
             self._node_in_flight[node] -= 1
+            self._in_flight_total -= 1
             for b in batches:
                 self.acc.sent_done(b)
             self.wake()
@@ -280,7 +285,7 @@ class Sender:
 
     # -- shutdown ---------------------------------------------------------------------------
     def in_flight(self) -> int:
-        return len(self._requests)
+        return self._in_flight_total
 
     async def close(self) -> None:
         """Cancel request tasks; their batches are failed by the producer."""
