@@ -100,10 +100,7 @@ class Client:
         self._closed = True
         if self._sync_task is not None:
             self._sync_task.cancel()
-            try:
-                await self._sync_task
-            except asyncio.CancelledError:
-                pass
+            await asyncio.gather(self._sync_task, return_exceptions=True)
             self._sync_task = None
         for f in self._update_waiters:
             if not f.done():
@@ -194,6 +191,9 @@ class Client:
             except RaftlogError as exc:
                 ok = False
                 log.debug("metadata refresh failed: %s", exc)
+            except Exception:  # a bug; keep refreshing so waiters are never stranded
+                ok = False
+                log.exception("metadata refresh crashed")
             for f in waiters:
                 if not f.done():
                     f.set_result(ok)

@@ -187,13 +187,12 @@ class Producer:
 
     async def _shutdown(self) -> None:
         stopped = IllegalStateError("producer stopped before the record was delivered")
-        for task in (self._line_task, self._sender_task):
-            if task is not None and not task.done():
-                task.cancel()
-                try:
-                    await task
-                except BaseException:  # cancelled, or the crash already logged by _sender_died
-                    pass
+        tasks = [t for t in (self._line_task, self._sender_task) if t is not None]
+        for task in tasks:
+            task.cancel()
+        # return_exceptions: their cancellation (or a crash _sender_died already logged) is
+        # expected; a cancellation of stop() itself still propagates.
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._line_task = None
         assert self._sender is not None and self._acc is not None
         await self._sender.close()
