@@ -212,15 +212,24 @@ class Accumulator:
 
     # -- appending (producer side) ------------------------------------------------------------
     def append(self, tp: tuple[str, int], key: bytes | None, value: bytes | None,
-               headers: Any, timestamp_ms: int, size: int) -> RecordFuture:
+               headers: Any, timestamp_ms: int, size: int,
+               sticky: dict[str, int] | None = None) -> RecordFuture:
         """Add one record to partition `tp`; `size` is its estimated encoded bytes.
 
         The per-record hot path: one dict lookup, one tuple appended, two additions.
+        `sticky` (topic -> partition) is given for null-key records placed by the sticky
+        partitioner: when the record does not fit the open batch, closing it moves the sticky
+        partition, and the record starts a batch *there* (Kafka's abortOnNewBatch).
         """
         b = self._open.get(tp)
         if b is None or (b.size + size > self.batch_size and b.records):
             if b is not None:
                 self._close(b)
+                if sticky is not None:
+                    moved = sticky.get(tp[0], tp[1])
+                    if moved != tp[1]:
+                        return self.append((tp[0], moved), key, value, headers, timestamp_ms,
+                                           size)
             b = self._new_batch(tp[0], tp[1])
             b.first_ts = timestamp_ms
         elif timestamp_ms != b.first_ts:
@@ -232,15 +241,6 @@ class Accumulator:
         if b.size >= self.batch_size:
             self._close(b)
         return _new_handle(RecordFuture, (b, len(recs) - 1))
-
-    def close_if_full(self, topic: str, partition: int, size: int) -> bool:
-        """Close the open batch of (topic, partition) when a record of `size` would not fit;
-        True if it did (the sticky partitioner then moves on)."""
-        b = self._open.get((topic, partition))
-        if b is not None and b.size + size > self.batch_size and b.records:
-            self._close(b)
-            return True
-        return False
 
     def append_batch(self, topic: str, partition: int, records: list[Record], size: int,
                      payload: bytes | None = None) -> ProducerBatch:

@@ -267,16 +267,14 @@ class Producer:
             return self._wait_in_line(topic, partition, (key, value, headers, timestamp_ms),
                                       size, bulk=False)
         if partition is None:
-            if key is None and self._sticky is not None:
-                partition = self._sticky.get(topic)
+            sticky = self._sticky
+            if key is None and sticky is not None:
+                partition = sticky.get(topic)
                 if partition is None or partition >= n:
                     partition = self._partitioner(topic, None, n)
-                elif acc.close_if_full(topic, partition, size):
-                    # The sticky batch is full: closing it moved the sticky partition, and this
-                    # record starts the new partition's batch (Kafka's abortOnNewBatch).
-                    partition = self._sticky.get(topic, partition)
-            else:
-                partition = self._partitioner(topic, key, n)
+                return acc.append((topic, partition), None, value, headers, timestamp_ms, size,
+                                  sticky)
+            partition = self._partitioner(topic, key, n)
         elif not 0 <= partition < n:
             self._check_partition(topic, partition, n)
         return acc.append((topic, partition), key, value, headers, timestamp_ms, size)
@@ -341,19 +339,16 @@ class Producer:
         b = self._acc.append_batch(topic, partition, recs, size, payload)
         return _new_handle(RecordFuture, (b, 0))
 
-    def _choose(self, topic: str, key: bytes | None, partition: int | None, n: int,
-                size: int) -> int:
-        """The slow-path twin of send()'s inline choice (records leaving the wait line)."""
+    def _choose(self, topic: str, key: bytes | None, partition: int | None,
+                n: int) -> tuple[int, dict[str, int] | None]:
+        """The slow-path twin of send()'s inline choice (records leaving the wait line):
+        (partition, the sticky map when the sticky partitioner chose it)."""
         if partition is not None:
             self._check_partition(topic, partition, n)
-            return partition
+            return partition, None
         if key is None and self._sticky is not None:
-            p = self._partitioner(topic, None, n)
-            assert self._acc is not None
-            if self._acc.close_if_full(topic, p, size):
-                p = self._partitioner(topic, None, n)
-            return p
-        return self._partitioner(topic, key, n)
+            return self._partitioner(topic, None, n), self._sticky
+        return self._partitioner(topic, key, n), None
 
     @staticmethod
     def _check_partition(topic: str, partition: int, n: int) -> None:
@@ -420,8 +415,9 @@ class Producer:
                 w.handle.batch, w.handle.index = inner.batch, inner.index
             else:
                 key, value, headers, ts = w.args
-                partition = self._choose(w.topic, key, w.partition, n, w.size)
-                inner = self._acc.append((w.topic, partition), key, value, headers, ts, w.size)
+                partition, sticky = self._choose(w.topic, key, w.partition, n)
+                inner = self._acc.append((w.topic, partition), key, value, headers, ts, w.size,
+                                         sticky)
                 w.handle.batch, w.handle.index = inner.batch, inner.index
         except RaftlogError as exc:
             w.handle.admitted.set_exception(exc)
