@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -666,3 +667,29 @@ def wait_rejoined(c: ProcessCluster, node: int, old_epoch: int, timeout_s: float
     from raftlog.testing.cluster import wait_until
     wait_until(ok, timeout_s, 0.1, f"node {node} re-registered and active")
     return time.monotonic() - t0
+
+
+def start_py_spy(out_dir: str, pids: dict[int, int], seconds: float) -> list[subprocess.Popen]:
+    """py-spy record (non-blocking, so Raft and sessions are not paused) of each node pid into
+    DIR/node-N.txt as collapsed stacks; stop with stop_py_spy."""
+    exe = os.path.join(os.path.dirname(sys.executable), "py-spy")
+    os.makedirs(out_dir, exist_ok=True)
+    procs = []
+    for node, pid in pids.items():
+        procs.append(subprocess.Popen(
+            [exe, "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "200", "--nonblocking",
+             "-f", "raw", "-o", os.path.join(out_dir, f"node-{node}.txt")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    return procs
+
+
+def stop_py_spy(procs: list[subprocess.Popen]) -> None:
+    for sp in procs:
+        if sp.poll() is None:
+            sp.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+    for sp in procs:
+        try:
+            sp.wait(15)
+        except subprocess.TimeoutExpired:
+            sp.kill()
+            sp.wait()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import gc
 import os
 import sys
 import time
@@ -33,7 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import (MIB, CpuMeter, PerfProducer, Router, add_cluster_args,  # noqa: E402
                      cancel_hard_limit, cluster_urls, codec, default_batch_records,
                      ensure_topic, install_hard_limit, kafka_producer_line, log, new_session,
-                     post_msgpack, wait_producible)
+                     post_msgpack, start_py_spy, stop_py_spy, wait_producible)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -52,8 +53,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-decode", action="store_true",
                    help="count records from batch headers only (diagnosis: isolates client "
                         "decode cost); the default decodes every record")
+    p.add_argument("--gc-off", action="store_true",
+                   help="disable Python's cyclic GC while consuming (decode allocates a tuple "
+                        "per record; GC passes over them cost ~30-50%% of decode time)")
     p.add_argument("--max-seconds", type=float, default=60.0,
                    help="stop consuming after this long (default 60)")
+    p.add_argument("--py-spy", metavar="DIR", default=None,
+                   help="record every local node with py-spy while consuming (DIR/node-N.txt)")
     add_cluster_args(p, 120.0)
     return p.parse_args(argv)
 
@@ -86,17 +92,28 @@ async def offsets(session, router: Router, topic: str, ts: int) -> dict[int, int
 
 
 async def has_data(session, router: Router, topic: str) -> bool:
-    """Whether any partition holds a non-control batch (a new leader writes an epoch marker)."""
+    """Whether any partition holds a non-control batch (each new leader writes an epoch marker
+    batch, so a high watermark above 0 alone does not mean data). Walks past control batches."""
     for p in range(router.partitions[topic]):
-        ans = await post_msgpack(session, router.leader_url(topic, p) + "/v1/fetch", {
-            "max_wait_ms": 0, "min_bytes": 0, "max_bytes": 1 << 20,
-            "partitions": [{"topic": topic, "partition": p, "offset": 0, "max_bytes": 1 << 16}]})
-        r = ans["partitions"][0]
-        if r.get("error") == "OFFSET_OUT_OF_RANGE":
-            return True  # the log start moved past 0: retention deleted data, so some exists
-        for _, h in codec.iter_batches(r.get("records") or b""):
-            if not h.is_control:
-                return True
+        offset = 0
+        for _ in range(1000):
+            ans = await post_msgpack(session, router.leader_url(topic, p) + "/v1/fetch", {
+                "max_wait_ms": 0, "min_bytes": 0, "max_bytes": 16 << 20,
+                "partitions": [{"topic": topic, "partition": p, "offset": offset,
+                                "max_bytes": 16 << 20}]})
+            r = ans["partitions"][0]
+            if r.get("error") == "OFFSET_OUT_OF_RANGE":
+                return True  # the log start moved past 0: retention deleted data, so some exists
+            if r.get("error"):
+                raise RuntimeError(f"fetch {topic}-{p}: {r}")
+            last = offset
+            for _, h in codec.iter_batches(r.get("records") or b""):
+                if not h.is_control:
+                    return True
+                last = h.next_offset
+            if last == offset:
+                break  # nothing more below the high watermark
+            offset = last
     return False
 
 
@@ -204,6 +221,11 @@ async def run(args: argparse.Namespace, urls: list[str], node_pids: dict[int, in
             by.setdefault(router.leader_url(topic, p), []).append(p)
         pos = dict(start)
         tot = Totals()
+        spies = (start_py_spy(args.py_spy, node_pids, args.max_seconds)
+                 if args.py_spy and node_pids else [])
+        if args.gc_off:
+            gc.collect()
+            gc.disable()
         meter = CpuMeter(node_pids).start()
         wall0 = time.time()
         t0 = time.monotonic()
@@ -214,11 +236,14 @@ async def run(args: argparse.Namespace, urls: list[str], node_pids: dict[int, in
                                    for url, parts in by.items()))
         finally:
             prog.cancel()
+            gc.enable()
         elapsed = time.monotonic() - t0
         wall1 = time.time()
         meter.stop()
+        stop_py_spy(spies)
     lines.append(f"{tot.fetches} fetch requests, {tot.wire_bytes / MIB:.1f} MiB of batches on the "
                  f"wire, {'headers only (--no-decode)' if args.no_decode else 'every record decoded'}"
+                 f"{', GC off' if args.gc_off else ''}"
                  f", elapsed {elapsed:.2f} s")
     if produced is not None:
         lines.append(f"check: consumed {tot.records} records, produced {produced} "

@@ -28,7 +28,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _common import (CpuMeter, Router, WeightedLatencies, add_cluster_args,  # noqa: E402
                      cancel_hard_limit, cluster_urls, codec, ensure_topic, install_hard_limit,
-                     log, new_session, percentile, post_msgpack, proc_cpu_s, wait_producible)
+                     log, new_session, percentile, post_msgpack, proc_cpu_s, start_py_spy,
+                     stop_py_spy, wait_producible)
 
 STAMP = struct.Struct(">qq")  # send time (monotonic ns), sequence number
 
@@ -43,10 +44,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--acks", choices=["all", "1", "0"], default="all")
     p.add_argument("--partitions", type=int, default=1)
     p.add_argument("--replication-factor", type=int, default=3)
-    p.add_argument("--max-in-flight", type=int, default=64)
+    p.add_argument("--max-in-flight", type=int, default=512)
     p.add_argument("--max-wait-ms", type=int, default=500, help="consumer long-poll max wait")
     p.add_argument("--warmup-seconds", type=float, default=1.0)
     p.add_argument("--topic", default=None)
+    p.add_argument("--py-spy", metavar="DIR", default=None,
+                   help="record every local node with py-spy while producing (DIR/node-N.txt)")
     add_cluster_args(p, 120.0)
     a = p.parse_args(argv)
     if a.record_size < STAMP.size:
@@ -194,6 +197,8 @@ async def run(args: argparse.Namespace, urls: list[str], node_pids: dict[int, in
             log(f"topic {topic}: consumer (pid {cons.pid}) ready; producing {n_total} records "
                 f"of {args.record_size} B at {args.rate:.0f}/s, {args.batch_records} per "
                 f"request, acks={args.acks}, for {args.duration:.0f} s")
+            spies = (start_py_spy(args.py_spy, node_pids, args.duration + 5)
+                     if args.py_spy and node_pids else [])
             meter = CpuMeter(node_pids).start()
             cons_cpu0 = proc_cpu_s(cons.pid)
             prog_stop = asyncio.Event()
@@ -208,6 +213,7 @@ async def run(args: argparse.Namespace, urls: list[str], node_pids: dict[int, in
                 args, session, router, topic, acks)
             has = await loop.run_in_executor(None, parent.poll, 20.0)
             meter.stop()
+            stop_py_spy(spies)
             prog_stop.set()
             pt.cancel()
             if not has:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import subprocess
 import sys
 import time
 import uuid
@@ -30,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import (CpuMeter, PerfProducer, Router, add_cluster_args,  # noqa: E402
                      cancel_hard_limit, cluster_urls, default_batch_records, ensure_topic,
                      install_hard_limit, kafka_producer_line, log, new_session, progress_loop,
-                     wait_producible)
+                     start_py_spy, stop_py_spy, wait_producible)
 
 ACKS = {"all": -1, "-1": -1, "1": 1, "0": 0}
 
@@ -61,18 +60,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if a.num_records < 1 or a.record_size < 1 or a.partitions < 1:
         p.error("--num-records, --record-size and --partitions must be positive")
     return a
-
-
-def start_py_spy(out_dir: str, pids: dict[int, int], seconds: float) -> list[subprocess.Popen]:
-    exe = os.path.join(os.path.dirname(sys.executable), "py-spy")
-    os.makedirs(out_dir, exist_ok=True)
-    procs = []
-    for node, pid in pids.items():
-        procs.append(subprocess.Popen(
-            [exe, "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "200", "--nonblocking",
-             "-f", "raw", "-o", os.path.join(out_dir, f"node-{node}.txt")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-    return procs
 
 
 async def run(args: argparse.Namespace, urls: list[str], node_pids: dict[int, int]) -> str:
@@ -108,13 +95,7 @@ async def run(args: argparse.Namespace, urls: list[str], node_pids: dict[int, in
             prog.cancel()
         elapsed = time.monotonic() - t0
         meter.stop()
-        for sp in spies:
-            sp.terminate()
-        for sp in spies:
-            try:
-                sp.wait(10)
-            except subprocess.TimeoutExpired:
-                sp.kill()
+        stop_py_spy(spies)
         lines = [f"topic {topic}: {stats.requests} produce requests, "
                  f"{stats.acked_records / max(1, stats.requests):.0f} records/request, "
                  f"elapsed {elapsed:.2f} s"]
