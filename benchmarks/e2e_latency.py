@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """End-to-end latency: produce at a fixed rate while a consumer long-polls; latency is the
-consumer's receive time minus the producer's send time (CLOCK_MONOTONIC, embedded in the value).
+consumer's receive time minus the record's send time (CLOCK_MONOTONIC, embedded in the value;
+by default the record's scheduled creation time on the --rate timeline, see --stamp).
 
     .venv/bin/python benchmarks/e2e_latency.py --rate 1000 --duration 20
 
@@ -47,6 +48,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-in-flight", type=int, default=512)
     p.add_argument("--max-wait-ms", type=int, default=500, help="consumer long-poll max wait")
     p.add_argument("--warmup-seconds", type=float, default=1.0)
+    p.add_argument("--stamp", choices=["scheduled", "send"], default="scheduled",
+                   help="send time embedded in each record: its scheduled creation time "
+                        "(default; includes batching and sender lateness) or the request's "
+                        "build time")
     p.add_argument("--topic", default=None)
     p.add_argument("--py-spy", metavar="DIR", default=None,
                    help="record every local node with py-spy while producing (DIR/node-N.txt)")
@@ -149,22 +154,29 @@ async def produce(args, session, router: Router, topic: str, acks: int):
             sem.release()
 
     seq = 0
-    t_start = time.monotonic()
+    t_start_ns = time.monotonic_ns()
+    t_start = t_start_ns / 1e9
+    ns_per_rec = 1e9 / args.rate
     for i in range(n_req):
-        due = t_start + i * interval
+        n = min(per, n_total - seq)
+        # a request leaves when its last record is due (records "arrive" one by one at --rate)
+        due = t_start + (seq + n - 1) * ns_per_rec / 1e9
         wait = due - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
         elif wait < -0.005:
             late += 1
         await sem.acquire()
-        n = min(per, n_total - seq)
         ts = int(time.time() * 1000)
         now_ns = time.monotonic_ns()
         recs = []
         for _ in range(n):
-            recs.append((None, STAMP.pack(now_ns, seq) + pad, None, ts))
-            send_times[seq] = time.monotonic() - t_start
+            # stamp: the record's scheduled creation time, so time spent waiting for the rest of
+            # its batch or for a late sender counts (no coordinated omission); --stamp send uses
+            # the moment the request is built instead
+            stamp = (t_start_ns + int(seq * ns_per_rec)) if args.stamp == "scheduled" else now_ns
+            recs.append((None, STAMP.pack(stamp, seq) + pad, None, ts))
+            send_times[seq] = seq * ns_per_rec / 1e9
             seq += 1
         b = codec.encode(recs)
         t = asyncio.create_task(one(i % n_parts, b, n, time.perf_counter()))
@@ -246,8 +258,8 @@ async def run(args: argparse.Namespace, urls: list[str], node_pids: dict[int, in
     if warm:
         avg = sum(warm) / len(warm)
         lines.append(
-            f"end-to-end latency over {len(warm)} records (first {args.warmup_seconds:g} s "
-            f"excluded): avg {avg:.2f} ms, p50 {percentile(warm, 50):.2f} ms, "
+            f"end-to-end latency (consumer receive - {args.stamp} time) over {len(warm)} "
+            f"records (first {args.warmup_seconds:g} s excluded): avg {avg:.2f} ms, p50 {percentile(warm, 50):.2f} ms, "
             f"p99 {percentile(warm, 99):.2f} ms, p99.9 {percentile(warm, 99.9):.2f} ms, "
             f"max {warm[-1]:.2f} ms")
     else:
