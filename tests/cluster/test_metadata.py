@@ -140,5 +140,8 @@ def test_full_cluster_restart_keeps_every_topic(cluster3):
     c.start()
     c.wait_ready(40, nodes=[1, 2, 3])
     for node in (1, 2, 3):
-        names = {t["name"]: t["id"] for t in c.get(node, "/v1/topics")["topics"]}
+        # each node replays its own journal and catches up with the leader at its own pace
+        names = wait_until(lambda: (lambda n: n if n == before else None)(
+            {t["name"]: t["id"] for t in c.get(node, "/v1/topics")["topics"]}), 20,
+            what=f"node {node} back with every topic")
         assert names == before
