@@ -100,6 +100,7 @@ class OffsetIndex(_EntryFile):
         super().__init__(path, OFFSET_ENTRY_BYTES)
         self.rel_offsets = array("I")
         self.positions = array("I")
+        self.last_position = 0  # position of the last entry, 0 (segment start) when none
 
     @classmethod
     def load(cls, path: str) -> OffsetIndex | None:
@@ -114,6 +115,7 @@ class OffsetIndex(_EntryFile):
             flat.byteswap()
         idx.rel_offsets = flat[0::2]
         idx.positions = flat[1::2]
+        idx.last_position = idx.positions[-1] if idx.positions else 0
         return idx
 
     def __len__(self) -> int:
@@ -132,6 +134,7 @@ class OffsetIndex(_EntryFile):
                                       and position > self.positions[-1]), "index not monotonic"
         self.rel_offsets.append(rel_offset)
         self.positions.append(position)
+        self.last_position = position
         self.buffer(OFFSET_ENTRY.pack(rel_offset, position))
 
     def floor(self, rel_offset: int) -> tuple[int, int]:
@@ -142,10 +145,6 @@ class OffsetIndex(_EntryFile):
             return 0, 0
         return self.rel_offsets[i], self.positions[i]
 
-    @property
-    def last_position(self) -> int:
-        return self.positions[-1] if self.positions else 0
-
     def truncate_to_position(self, position: int) -> None:
         """Drop entries at or after `position` (the log file was cut there)."""
         keep = bisect.bisect_left(self.positions, position)
@@ -153,6 +152,7 @@ class OffsetIndex(_EntryFile):
             return
         del self.rel_offsets[keep:]
         del self.positions[keep:]
+        self.last_position = self.positions[-1] if self.positions else 0
         unwritten = range(self._written, keep)
         self.keep_entries(keep, b"".join(OFFSET_ENTRY.pack(self.rel_offsets[i], self.positions[i])
                                          for i in unwritten))

@@ -14,7 +14,8 @@ outside it, and `_fsync_lock` serialises fsync rounds so that concurrent callers
 
 Durability: bytes are written with os.write (page cache) on append; they are durable once
 `flushed_offset` passes them. Policy "fsync": the caller flushes (in a thread) before
-acknowledging; "interval": every flush_interval_ms. Either way roll and close flush.
+acknowledging; "interval": every flush_interval_ms. close() flushes inline; a roll does not
+(see _roll): the next flush covers the sealed segment and persists the recovery point.
 """
 from __future__ import annotations
 
@@ -23,7 +24,10 @@ import os
 import threading
 from typing import Iterator, NamedTuple
 
-from raftlog.codec.batch import BatchHeader, crc_ok, peek, stamp
+from crc32c import crc32c
+
+from raftlog.codec.batch import (CRC_START, HEADER, HEADER_SIZE, LENGTH_OVERHEAD, MAGIC,
+                                 BatchHeader, peek, stamp)
 from raftlog.errors import CorruptBatchError
 from raftlog.storage import checkpoint, recovery
 from raftlog.storage.epochs import EpochEntry, LeaderEpochCache
@@ -48,14 +52,13 @@ class RecoveryReport(NamedTuple):
     truncated_bytes: int        # bytes of torn or corrupt tail removed
 
 
-class _Planned(NamedTuple):
-    """One batch of an append buffer: where it is and which offsets it takes."""
-
-    pos: int
-    base_offset: int
-    next_offset: int
-    size: int
-    max_timestamp: int
+# One batch of an append buffer, as a plain tuple (built per batch on the hot path):
+# (position in the buffer, base offset, next offset, size in bytes, max timestamp)
+_Planned = tuple[int, int, int, int, int]
+_P_POS, _P_BASE, _P_NEXT, _P_SIZE, _P_MAX_TS = range(5)
+# Indexes into batch.HEADER.unpack_from(...), the fields of BatchHeader in order.
+_BASE, _LENGTH, _EPOCH, _MAGIC, _CRC, _MAX_TS, _COUNT, _DELTA = 0, 1, 2, 3, 4, 8, 12, 6
+_LENGTH_MIN = HEADER_SIZE - LENGTH_OVERHEAD
 
 
 class PartitionLog:
@@ -75,6 +78,8 @@ class PartitionLog:
         self.recovery_report = RecoveryReport(rec.validated_from, rec.truncated_bytes)
         self._lock = threading.Lock()
         self._fsync_lock = threading.Lock()
+        self._checkpoint_lock = threading.Lock()
+        self._checkpointed_recovery_point = self._leo  # recovery wrote this
         self._truncations = 0
         self._closed = False
 
@@ -148,7 +153,7 @@ class PartitionLog:
         counts and the size limit. A new epoch is recorded in the epoch cache first.
         """
         self._check_open()
-        buf = batch if isinstance(batch, bytearray) or (
+        buf = batch if type(batch) is bytearray or (
             isinstance(batch, memoryview) and not batch.readonly) else bytearray(batch)
         if leader_epoch < 0:
             raise ValueError(f"leader epoch {leader_epoch} must be >= 0")
@@ -160,14 +165,14 @@ class PartitionLog:
         pos, offset, total = 0, self._leo, len(buf)
         limit = self._options.max_batch_bytes
         while pos < total:  # per batch, headers only
-            h = peek(buf, pos)
-            _check_whole(h, pos, total)
-            if h.size > limit:
-                raise MessageTooLargeError(f"batch of {h.size} bytes is over the limit of {limit}")
+            f = _whole_batch_header(buf, pos, total)
+            size = f[_LENGTH] + LENGTH_OVERHEAD
+            if size > limit:
+                raise MessageTooLargeError(f"batch of {size} bytes is over the limit of {limit}")
             stamp(buf, offset, leader_epoch, pos)
-            nxt = offset + h.record_count
-            plan.append(_Planned(pos, offset, nxt, h.size, h.max_timestamp))
-            pos, offset = pos + h.size, nxt
+            nxt = offset + f[_COUNT]
+            plan.append((pos, offset, nxt, size, f[_MAX_TS]))
+            pos, offset = pos + size, nxt
         if not plan:
             raise CorruptBatchError("empty append: no batch in the buffer")
         if leader_epoch > latest:
@@ -185,26 +190,27 @@ class PartitionLog:
         pos, expected, total = 0, self._leo, len(mv)
         latest = self._epochs.latest_epoch
         while pos < total:
-            h = peek(mv, pos)
-            _check_whole(h, pos, total)
-            if h.base_offset != expected:
+            f = _whole_batch_header(mv, pos, total)
+            base, epoch, size = f[_BASE], f[_EPOCH], f[_LENGTH] + LENGTH_OVERHEAD
+            if base != expected:
                 raise UnexpectedAppendOffsetError(
-                    f"replica batch at offset {h.base_offset}, log continues at {expected}",
-                    {"expected_offset": expected, "got_offset": h.base_offset})
-            if not crc_ok(mv, pos, h):
-                raise CorruptBatchError(f"CRC mismatch in replica batch at offset {h.base_offset}")
-            if h.leader_epoch < max(latest, 0):
-                raise EpochOrderError(f"replica batch at offset {h.base_offset} has epoch "
-                                      f"{h.leader_epoch} after epoch {latest}",
-                                      {"latest_epoch": latest})
-            if h.leader_epoch > latest:
-                new_epochs.append((h.leader_epoch, h.base_offset))
-                latest = h.leader_epoch
-            plan.append(_Planned(pos, h.base_offset, h.next_offset, h.size, h.max_timestamp))
-            pos, expected = pos + h.size, h.next_offset
+                    f"replica batch at offset {base}, log continues at {expected}",
+                    {"expected_offset": expected, "got_offset": base})
+            if crc32c(mv[pos + CRC_START:pos + size]) != f[_CRC]:
+                raise CorruptBatchError(f"CRC mismatch in replica batch at offset {base}")
+            if epoch < max(latest, 0):
+                raise EpochOrderError(f"replica batch at offset {base} has epoch {epoch} after "
+                                      f"epoch {latest}", {"latest_epoch": latest})
+            if epoch > latest:
+                new_epochs.append((epoch, base))
+                latest = epoch
+            expected = base + f[_COUNT]
+            plan.append((pos, base, expected, size, f[_MAX_TS]))
+            pos += size
         if not plan:
-            return AppendResult(self._leo, self._leo - 1, self._leo, self._segments[-1].size_bytes,
-                                self._segments[-1].base_offset, 0, 0)
+            seg = self._segments[-1]
+            return AppendResult(self._leo, self._leo - 1, self._leo, seg.size_bytes,
+                                seg.base_offset, 0, 0)
         if new_epochs:
             self._epochs.assign_many(new_epochs)
         return self._write(mv, plan, now_ms)
@@ -212,38 +218,42 @@ class PartitionLog:
     def _write(self, buf: bytes | bytearray | memoryview, plan: list[_Planned],
                now_ms: int) -> AppendResult:
         """Append planned batches in runs, one os.write per run, rolling between runs."""
-        mv = memoryview(buf)
         seg_bytes = self._options.segment_bytes
         first_pos = first_seg = -1
-        i = 0
-        while i < len(plan):
+        i, n = 0, len(plan)
+        last = plan[-1]
+        while i < n:
             seg = self._maybe_roll(plan[i], now_ms)
-            run_bytes, j = plan[i].size, i + 1
-            while j < len(plan) and seg.size_bytes + run_bytes + plan[j].size <= seg_bytes \
-                    and plan[j].next_offset - seg.base_offset <= SEGMENT_OFFSETS_MAX:
-                run_bytes += plan[j].size
-                j += 1
-            start = plan[i].pos
-            entries = [(p.pos - start, p.base_offset, p.max_timestamp) for p in plan[i:j]]
-            position = seg.append(mv[start:start + run_bytes], entries, plan[j - 1].next_offset,
-                                  now_ms)
+            start = plan[i][_P_POS]
+            run_end, j = last[_P_POS] + last[_P_SIZE], n
+            if not ((seg.size_bytes + run_end - start <= seg_bytes or i + 1 == n)
+                    and last[_P_NEXT] - seg.base_offset <= SEGMENT_OFFSETS_MAX):
+                run_end, j = start + plan[i][_P_SIZE], i + 1  # not all fit: find this run's end
+                while j < n and seg.size_bytes + run_end - start + plan[j][_P_SIZE] <= seg_bytes \
+                        and plan[j][_P_NEXT] - seg.base_offset <= SEGMENT_OFFSETS_MAX:
+                    run_end += plan[j][_P_SIZE]
+                    j += 1
+            data = buf if start == 0 and run_end == len(buf) else memoryview(buf)[start:run_end]
+            position = seg.append(data, plan if i == 0 and j == n else plan[i:j], start, now_ms)
             with self._lock:
-                self._leo = plan[j - 1].next_offset
+                self._leo = plan[j - 1][_P_NEXT]
             if first_pos < 0:
                 first_pos, first_seg = position, seg.base_offset
             i = j
-        size = plan[-1].pos + plan[-1].size - plan[0].pos
-        return AppendResult(plan[0].base_offset, plan[-1].next_offset - 1, self._leo, first_pos,
-                            first_seg, len(plan), size)
+        return AppendResult(plan[0][_P_BASE], last[_P_NEXT] - 1, self._leo, first_pos, first_seg,
+                            n, last[_P_POS] + last[_P_SIZE] - plan[0][_P_POS])
 
     def _maybe_roll(self, first: _Planned, now_ms: int) -> Segment:
         seg = self._segments[-1]
-        if seg.is_empty:
+        if seg.size_bytes == 0:
             return seg
-        too_old = seg.created_ms is not None and now_ms - seg.created_ms > self._options.segment_ms
-        if too_old or not seg.fits(first.size, first.next_offset, self._options.segment_bytes):
+        created = seg.created_ms
+        if (created is not None and now_ms - created > self._options.segment_ms) or \
+                seg.size_bytes + first[_P_SIZE] > self._options.segment_bytes or \
+                first[_P_NEXT] - seg.base_offset > SEGMENT_OFFSETS_MAX:
             self._roll(now_ms)
-        return self._segments[-1]
+            return self._segments[-1]
+        return seg
 
     # -- rolling, flushing, checkpoints -------------------------------------------------------
     def roll(self, now_ms: int) -> int:
@@ -255,26 +265,29 @@ class PartitionLog:
         return self._segments[-1].base_offset
 
     def _roll(self, now_ms: int) -> None:
+        # No fsync here: an inline fsync of up to a segment of dirty data would stall the
+        # writer (the event loop) for seconds. The next flush() (group commit or the interval
+        # timer, in a worker thread) covers the sealed segment and then moves the persisted
+        # recovery point past it, as Kafka flushes rolled segments from a background task.
         self._segments[-1].seal()
         new = Segment.create(self._dir, self._leo, self._options, now_ms)
         with self._lock:
             self._segments.append(new)
             self._bases.append(new.base_offset)
         checkpoint.fsync_dir(self._dir)
-        # Flush on roll (both policies): the sealed segment becomes durable and the recovery
-        # point moves past it, so the next open does not validate it again.
-        self.flush()
-        self.checkpoint()
 
     def flush(self) -> int:
         """fsync everything appended so far; returns the new flushed offset. Thread-safe: may
-        run in a worker thread while the writer appends (see the module docstring)."""
+        run in a worker thread while the writer appends (see the module docstring). When the
+        flushed offset passes a sealed segment the recovery point is persisted too, so the
+        next open does not validate that segment again."""
         with self._fsync_lock:
             with self._lock:
                 if self._closed or self._leo <= self._flushed:
                     return self._flushed
                 target, generation = self._leo, self._truncations
                 fds = [os.dup(s.fd) for s in self._segments if s.next_offset > self._flushed]
+                active_base = self._segments[-1].base_offset
             try:
                 for fd in fds:
                     os.fdatasync(fd)
@@ -285,13 +298,18 @@ class PartitionLog:
                 # A truncation during the fsync may have removed what we flushed.
                 if generation == self._truncations and target > self._flushed:
                     self._flushed = target
-                return self._flushed
+                flushed = self._flushed
+            if self._checkpointed_recovery_point < active_base <= flushed:
+                self.checkpoint()
+            return flushed
 
     def checkpoint(self) -> None:
-        """Persist the recovery point (= flushed offset) and the log start offset."""
-        checkpoint.write_values(os.path.join(self._dir, checkpoint.RECOVERY_FILE),
-                                {"recovery_point": self._flushed,
-                                 "log_start_offset": self._log_start})
+        """Persist the recovery point (= flushed offset) and the log start offset. Called by
+        the writer and by flush() in a worker thread, hence its own lock."""
+        with self._checkpoint_lock:
+            values = {"recovery_point": self._flushed, "log_start_offset": self._log_start}
+            checkpoint.write_values(os.path.join(self._dir, checkpoint.RECOVERY_FILE), values)
+            self._checkpointed_recovery_point = values["recovery_point"]
 
     def write_high_watermark(self, high_watermark: int) -> None:
         """Persist the HW for the replication layer (atomic; costs two fsyncs)."""
@@ -465,10 +483,20 @@ class PartitionLog:
         return dead
 
 
-def _check_whole(h: BatchHeader, pos: int, total: int) -> None:
+def _whole_batch_header(buf: bytes | bytearray | memoryview, pos: int,
+                        total: int) -> tuple[int, ...]:
+    """The raw header fields of the batch at `pos`, checked for what offsets and positions
+    depend on (magic, length, lying wholly in the buffer, record count): batch.peek's checks
+    without building a BatchHeader, since this runs once per appended batch."""
+    if total - pos >= HEADER_SIZE:
+        f = HEADER.unpack_from(buf, pos)
+        if f[_MAGIC] == MAGIC and f[_LENGTH] >= _LENGTH_MIN \
+                and pos + f[_LENGTH] + LENGTH_OVERHEAD <= total \
+                and f[_COUNT] >= 1 and f[_DELTA] == f[_COUNT] - 1:
+            return f
+    h = peek(buf, pos)  # raises the precise error for a short buffer, bad magic or length
     if pos + h.size > total:
         raise CorruptBatchError(f"length mismatch: batch at byte {pos} needs {h.size} bytes, "
                                 f"{total - pos} left")
-    if h.record_count < 1 or h.last_offset_delta != h.record_count - 1:
-        raise CorruptBatchError(f"record-count mismatch: last_offset_delta "
-                                f"{h.last_offset_delta} with record_count {h.record_count}")
+    raise CorruptBatchError(f"record-count mismatch: last_offset_delta "
+                            f"{h.last_offset_delta} with record_count {h.record_count}")

@@ -71,23 +71,31 @@ def recover(directory: str, options: LogOptions, now_ms: int) -> Recovered:
         bases = [log_start]
         Segment.create(directory, log_start, options, now_ms).close()
 
+    # Epochs are checked only from the log start on: batches wholly before it are unreadable
+    # history that the cache has forgotten, and a truncation may have let epochs restart lower.
+    prev_epoch = [-1]
+
     def epoch_ok(h: BatchHeader) -> bool:
         if h.next_offset <= log_start:
-            return True  # history before the log start is no longer in the cache
+            return True
+        if h.leader_epoch < prev_epoch[0]:
+            return False
+        prev_epoch[0] = h.leader_epoch
+        if not epochs_trusted:
+            return True
         expected = epochs.epoch_for_offset(max(h.base_offset, log_start))
         return expected == h.leader_epoch or expected == -1  # -1: before the cache's history
 
     rebuilt: list[tuple[int, int]] = []
 
     def on_batch(h: BatchHeader) -> None:
-        if not epochs_trusted and h.leader_epoch >= 0 and (
+        if not epochs_trusted and h.next_offset > log_start and h.leader_epoch >= 0 and (
                 not rebuilt or h.leader_epoch > rebuilt[-1][0]):
             rebuilt.append((h.leader_epoch, h.base_offset))
 
     segments: list[Segment] = []
     validated: list[Segment] = []
     truncated = 0
-    prev_epoch = -1
     validating = recovery_point is None or not epochs_trusted
     for i, base in enumerate(bases):
         if segments and base != segments[-1].next_offset:
@@ -105,14 +113,15 @@ def recover(directory: str, options: LogOptions, now_ms: int) -> Recovered:
                      directory, base)
         validating = True
         size_before = seg.size_bytes
-        res = seg.recover(prev_epoch, epoch_ok if epochs_trusted else None, on_batch)
+        res = seg.recover(epoch_ok, on_batch)
         truncated += size_before - res.valid_bytes
-        prev_epoch = res.last_epoch
         segments.append(seg)
         validated.append(seg)
-        if res.stop_reason is not None and i + 1 < len(bases):
-            truncated += _drop(directory, bases[i + 1:])
-            break
+        if i + 1 < len(bases):
+            if res.stop_reason is not None:
+                truncated += _drop(directory, bases[i + 1:])
+                break
+            seg.seal()  # not the active one: final time entry, as when it was rolled
 
     if not epochs_trusted:
         epochs = LeaderEpochCache(epoch_path)

@@ -45,24 +45,23 @@ def iter_headers(fd: int, start: int, end: int,
 class ScanResult(NamedTuple):
     valid_bytes: int        # file position after the last valid batch
     next_offset: int        # offset after the last valid batch
-    last_epoch: int         # epoch of the last valid batch (or the one passed in)
     stop_reason: str | None  # why the walk stopped before the end, None if it reached it
 
 
 # on_batch(position, header) is called for each valid batch, in order.
 BatchCallback = Callable[[int, BatchHeader], None]
-# epoch_ok(header) says whether the batch's leader epoch matches what the epoch cache recorded.
+# epoch_ok(header) says whether the batch's leader epoch is plausible (recovery.py: it does not
+# go backwards and matches what the epoch cache recorded).
 EpochCheck = Callable[[BatchHeader], bool]
 
 
-def scan_valid(fd: int, file_bytes: int, first_offset: int, prev_epoch: int,
-               on_batch: BatchCallback, epoch_ok: EpochCheck | None = None) -> ScanResult:
+def scan_valid(fd: int, file_bytes: int, first_offset: int, on_batch: BatchCallback,
+               epoch_ok: EpochCheck | None = None) -> ScanResult:
     """Walk the file from position 0 and stop at the first batch that is torn or corrupt.
 
     A batch is valid when its header parses (magic, length), it lies wholly inside the file, its
     base offset continues the previous batch exactly (the base offset field is outside the CRC),
-    its leader epoch does not go backwards and matches `epoch_ok` (also outside the CRC), its
-    record count matches its last offset delta, and its CRC matches.
+    its leader epoch passes `epoch_ok` (the epoch is outside the CRC too), its record count matches its last offset delta, and its CRC matches.
     """
     pos, expected = 0, first_offset
     win = b""
@@ -73,38 +72,35 @@ def scan_valid(fd: int, file_bytes: int, first_offset: int, prev_epoch: int,
             win = os.pread(fd, RECOVERY_READ_BYTES, pos)
             win_start, rel = pos, 0
         if len(win) - rel < HEADER_SIZE:
-            return ScanResult(pos, expected, prev_epoch, "torn header at end of file")
+            return ScanResult(pos, expected, "torn header at end of file")
         try:
             h = peek(win, rel)
         except CorruptBatchError as exc:
-            return ScanResult(pos, expected, prev_epoch, exc.message)
+            return ScanResult(pos, expected, exc.message)
         if pos + h.size > file_bytes:
-            return ScanResult(pos, expected, prev_epoch,
+            return ScanResult(pos, expected,
                               f"torn batch: needs {h.size} bytes, {file_bytes - pos} left")
         if rel + h.size > len(win):
             win = os.pread(fd, max(RECOVERY_READ_BYTES, h.size), pos)
             win_start, rel = pos, 0
-        reason = _invalid(h, expected, prev_epoch, epoch_ok)
+        reason = _invalid(h, expected, epoch_ok)
         if reason is None and not crc_ok(win, rel, h):
             reason = f"CRC mismatch in batch at offset {h.base_offset}"
         if reason is not None:
-            return ScanResult(pos, expected, prev_epoch, reason)
+            return ScanResult(pos, expected, reason)
         on_batch(pos, h)
         pos += h.size
         expected = h.next_offset
-        prev_epoch = h.leader_epoch
-    return ScanResult(pos, expected, prev_epoch, None)
+    return ScanResult(pos, expected, None)
 
 
-def _invalid(h: BatchHeader, expected: int, prev_epoch: int,
-             epoch_ok: EpochCheck | None) -> str | None:
+def _invalid(h: BatchHeader, expected: int, epoch_ok: EpochCheck | None) -> str | None:
     if h.base_offset != expected:
         return f"base offset {h.base_offset} where {expected} was expected"
     if h.record_count < 1 or h.last_offset_delta != h.record_count - 1:
         return (f"record-count mismatch at offset {h.base_offset}: last_offset_delta "
                 f"{h.last_offset_delta}, record_count {h.record_count}")
-    if h.leader_epoch < prev_epoch:
-        return f"leader epoch {h.leader_epoch} after {prev_epoch} at offset {h.base_offset}"
     if epoch_ok is not None and not epoch_ok(h):
-        return f"leader epoch {h.leader_epoch} at offset {h.base_offset} unknown to the cache"
+        return f"leader epoch {h.leader_epoch} at offset {h.base_offset} is out of order or " \
+            "unknown to the epoch cache"
     return None

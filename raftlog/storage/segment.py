@@ -18,11 +18,12 @@ segment's max timestamp is known without a scan.
 """
 from __future__ import annotations
 
+import bisect
 import logging
 import os
 from typing import Callable, Iterator, NamedTuple
 
-from raftlog.codec.batch import HEADER_SIZE, BatchHeader, iter_batches
+from raftlog.codec.batch import HEADER_SIZE, BatchHeader, peek
 from raftlog.errors import CorruptBatchError
 from raftlog.storage.errors import LogStorageError
 from raftlog.storage.index import OffsetIndex, TimeIndex
@@ -145,24 +146,31 @@ class Segment:
         return self.size_bytes == 0 or self.size_bytes + batch_bytes <= segment_bytes
 
     # -- append -------------------------------------------------------------------------------
-    def append(self, data: bytes | bytearray | memoryview, batches: list[tuple[int, int, int]],
-               next_offset: int, now_ms: int) -> int:
-        """Write whole batches verbatim; `batches` = (position in data, base offset, max ts).
+    def append(self, data: bytes | bytearray | memoryview, batches: list[tuple[int, int, int, int, int]],
+               data_pos: int, now_ms: int) -> int:
+        """Write whole batches verbatim. `batches` are (position in the caller's buffer, base
+        offset, next offset, size, max timestamp), `data` starts at buffer position `data_pos`.
 
         Returns the file position of `data`. A failed write (ENOSPC) is cut back so the file
         never keeps a partial batch, then re-raised.
         """
-        assert next_offset > self.next_offset and batches, "append must add batches"
         start = self.size_bytes
-        view = memoryview(data)
         try:
-            while view:
-                view = view[os.write(self.fd, view):]
+            written = os.write(self.fd, data)
+            while written < len(data):  # short writes are rare on files; finish them
+                written += os.write(self.fd, data[written:])
         except OSError:
             os.ftruncate(self.fd, start)
             raise
-        for rel_pos, base_offset, max_ts in batches:
-            self._note_batch(start + rel_pos, base_offset, max_ts)
+        shift = start - data_pos
+        index, interval = self.index, self._interval_bytes
+        for pos, base_offset, _, _, max_ts in batches:  # _note_batch, inlined: per batch
+            if pos + shift - index.last_position >= interval:
+                self._add_index_entry(pos + shift, base_offset)
+            if max_ts > self._max_ts:
+                self._max_ts = max_ts
+        next_offset = batches[-1][2]
+        assert next_offset > self.next_offset, "append must add offsets"
         self.size_bytes = start + len(data)
         self.next_offset = next_offset
         self.last_append_ms = now_ms
@@ -176,13 +184,16 @@ class Segment:
     def _note_batch(self, pos: int, base_offset: int, max_ts: int) -> None:
         """Apply the index rule for a batch at `pos`, then fold in its max timestamp."""
         if pos - self.index.last_position >= self._interval_bytes:
-            rel = base_offset - self.base_offset
-            self.index.append(rel, pos)
-            last = self.time_index.last
-            if self._max_ts != _NONE_YET and (last is None or self._max_ts > last[0]):
-                self.time_index.append(self._max_ts, rel)
+            self._add_index_entry(pos, base_offset)
         if max_ts > self._max_ts:
             self._max_ts = max_ts
+
+    def _add_index_entry(self, pos: int, base_offset: int) -> None:
+        rel = base_offset - self.base_offset
+        self.index.append(rel, pos)
+        last = self.time_index.last
+        if self._max_ts != _NONE_YET and (last is None or self._max_ts > last[0]):
+            self.time_index.append(self._max_ts, rel)
 
     # -- lookups ------------------------------------------------------------------------------
     def locate(self, offset: int) -> tuple[int, BatchHeader] | None:
@@ -217,21 +228,41 @@ class Segment:
         return None if found is None else max(found[1].base_offset, min_offset)
 
     def read_batches(self, pos: int, first: BatchHeader, max_bytes: int,
-                     upper_bound: int | None) -> bytes | memoryview:
+                     upper_bound: int | None) -> bytes:
         """Whole batches from `pos` (where `first` starts): at least the first one, then as many
-        as fit in `max_bytes`, none whose last offset >= `upper_bound`."""
-        if first.size >= max_bytes:
+        as fit in `max_bytes`, none whose last offset >= `upper_bound`.
+
+        The end is found before reading, so no byte is read twice or thrown away: the index
+        gives the last batch start within reach (every index entry is a batch boundary), and
+        one header window from there finds the unindexed small batches that still fit (by the
+        index rule they all start within one interval of it). Then one pread of exactly that.
+        """
+        limit = min(pos + max_bytes, self.size_bytes)
+        end = pos + first.size
+        if end >= limit:
             return os.pread(self.fd, first.size, pos)
-        want = min(max_bytes, self.size_bytes - pos)
-        data = os.pread(self.fd, want, pos)
-        end = 0
-        if upper_bound is None and want == self.size_bytes - pos:
-            return data  # up to the segment end: already a batch boundary
-        for p, h in iter_batches(data):
-            if upper_bound is not None and h.last_offset >= upper_bound:
-                break
-            end = p + h.size
-        return data if end == len(data) else memoryview(data)[:end]
+        if upper_bound is None and limit == self.size_bytes:
+            return os.pread(self.fd, limit - pos, pos)  # to the segment end: a batch boundary
+        positions = self.index.positions
+        k = bisect.bisect_right(positions, limit) - 1
+        if upper_bound is not None:  # the batch before entry k ends at its offset - 1
+            k = min(k, bisect.bisect_right(self.index.rel_offsets,
+                                           upper_bound - self.base_offset) - 1)
+        if k >= 0 and positions[k] > end:
+            end = positions[k]
+        if limit - end >= HEADER_SIZE:
+            # Every batch that may still fit starts within one interval of `end` (a later one
+            # would have an index entry <= limit), so its header is in this one window.
+            window = os.pread(self.fd, min(limit - end, self._scan_window_bytes), end)
+            p = 0
+            while len(window) - p >= HEADER_SIZE:
+                h = peek(window, p)
+                if end + p + h.size > limit or (upper_bound is not None
+                                                and h.last_offset >= upper_bound):
+                    break
+                p += h.size
+            end += p
+        return os.pread(self.fd, end - pos, pos)
 
     def headers_from(self, offset: int) -> Iterator[BatchHeader]:
         """Headers of the batch holding `offset` and every later one in this segment."""
@@ -259,13 +290,14 @@ class Segment:
             self.created_ms = None
 
     def seal(self) -> None:
-        """Final time entry and index files written and fsynced: the segment is read-only now."""
+        """Final time entry added and index files written: the segment is read-only now. Not
+        fsynced: a lost or torn index is rebuilt at open, and data durability is flush()'s."""
         rel = self.next_offset - self.base_offset
         last = self.time_index.last
         if self._max_ts != _NONE_YET and (last is None or last[1] < rel):
             self.time_index.append(self._max_ts, rel)
-        self.index.write_pending(fsync=True)
-        self.time_index.write_pending(fsync=True)
+        self.index.write_pending()
+        self.time_index.write_pending()
         self.sealed = True
 
     def load_trusted(self, expected_next_offset: int | None) -> bool:
@@ -303,7 +335,7 @@ class Segment:
         return pos == self.size_bytes and (expected_next_offset is None
                                            or next_offset == expected_next_offset)
 
-    def recover(self, prev_epoch: int, epoch_ok: EpochCheck | None,
+    def recover(self, epoch_ok: EpochCheck | None,
                 on_batch: Callable[[BatchHeader], None]) -> ScanResult:
         """Validate every batch (length, counts, contiguity, epoch, CRC), cut the file after the
         last valid one and rebuild both indexes from scratch."""
@@ -315,7 +347,7 @@ class Segment:
             self._note_batch(pos, h.base_offset, h.max_timestamp)
             on_batch(h)
 
-        res = scan_valid(self.fd, self.size_bytes, self.base_offset, prev_epoch, note, epoch_ok)
+        res = scan_valid(self.fd, self.size_bytes, self.base_offset, note, epoch_ok)
         if res.stop_reason is not None:
             log.warning("%s: truncating %d bytes at position %d (offset %d): %s", self.log_path,
                         self.size_bytes - res.valid_bytes, res.valid_bytes, res.next_offset,

@@ -102,6 +102,9 @@ class LogModel:
     # The epoch cache, modelled as a plain list under Kafka's rules (LeaderEpochFileCache).
     def epochs_on_append(self, b: ModelBatch) -> None:
         if b.epoch > self.latest_epoch():
+            # Kafka's assign: tail entries not below the new one in both epoch and offset go
+            # (after a delete of the whole log, the moved entry starts at this very offset).
+            self.epochs = [e for e in self.epochs if e[0] < b.epoch and e[1] < b.base_offset]
             self.epochs.append((b.epoch, b.base_offset))
 
     def epochs_truncate_from_end(self, end: int) -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from raftlog.codec import batch as B
 from raftlog.errors import ConfigError, CorruptBatchError, ErrorCode
+from raftlog.storage import checkpoint
 from raftlog.storage import (EpochOrderError, LogClosedError, LogOptions, MessageTooLargeError,
                              OffsetOutOfRangeError, PartitionLog, UnexpectedAppendOffsetError)
 from storagetest_util import make_batch, restamp
@@ -390,6 +391,27 @@ def test_flush_advances_flushed_offset(tmp_path) -> None:
     fill(log, 2)
     assert log.flushed_offset == 0
     assert log.flush() == 6 and log.flushed_offset == 6
+
+
+def test_roll_does_not_fsync_but_the_next_flush_persists_the_recovery_point(
+        tmp_path, monkeypatch) -> None:
+    import shutil
+    log = open_log(tmp_path / "live")
+    calls: list[int] = []
+    real = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (calls.append(fd), real(fd))[1])
+    fill(log, 30)                            # rolls several times
+    assert calls == [] and log.flushed_offset == 0
+    assert log.flush() == 90 and len(calls) == len(log.segments())
+    values = checkpoint.read_values(str(tmp_path / "live" / checkpoint.RECOVERY_FILE))
+    assert values == {"recovery_point": 90, "log_start_offset": 0}
+    fill(log, 1)                             # not flushed
+    # a crash now: every sealed segment is below the persisted recovery point, so only the
+    # active one, which grew past it, is validated on open
+    shutil.copytree(tmp_path / "live", tmp_path / "crash")
+    rec = open_log(tmp_path / "crash")
+    assert rec.recovery_report.validated_from == log.segments()[-1].base_offset
+    assert rec.log_end_offset == 93
 
 
 def test_concurrent_flushes_share_one_fsync_round(tmp_path, monkeypatch) -> None:
