@@ -1,8 +1,9 @@
 """PartitionLog: the file-backed log of one partition, a list of segments with one writer.
 
 Owns the segment set and the offsets that span it (log start, log end, flushed), rolling,
-the two append paths (leader stamps, follower keeps), reads, truncation, deletion of old
-segments, the epoch cache's upkeep and the recovery/HW checkpoints. Imports only the stdlib,
+writing the two append paths' plans (plan.py: leader stamps, follower keeps), reads,
+truncation, deletion of old segments, the epoch cache's upkeep and the recovery/HW
+checkpoints. Imports only the stdlib,
 raftlog.codec.batch, raftlog.errors and raftlog.storage; never asyncio, aiohttp, pysyncobj or
 anything from raftlog.meta/server/replication, and it never reads the clock: callers pass now_ms.
 
@@ -24,16 +25,13 @@ import os
 import threading
 from typing import Iterator, NamedTuple
 
-from crc32c import crc32c
-
-from raftlog.codec.batch import (CRC_START, HEADER, HEADER_SIZE, LENGTH_OVERHEAD, MAGIC,
-                                 BatchHeader, peek, stamp)
-from raftlog.errors import CorruptBatchError
+from raftlog.codec.batch import BatchHeader
 from raftlog.storage import checkpoint, recovery
-from raftlog.storage.epochs import EpochEntry, LeaderEpochCache
-from raftlog.storage.errors import (EpochOrderError, LogClosedError, MessageTooLargeError,
-                                    OffsetOutOfRangeError, UnexpectedAppendOffsetError)
+from raftlog.storage.epochs import EpochEntry
+from raftlog.storage.errors import EpochOrderError, LogClosedError, OffsetOutOfRangeError
 from raftlog.storage.options import SEGMENT_OFFSETS_MAX, LogOptions
+from raftlog.storage.plan import (P_BASE, P_NEXT, P_POS, P_SIZE, Planned, plan_leader,
+                                  plan_replica)
 from raftlog.storage.segment import Segment, SegmentInfo
 
 
@@ -50,15 +48,6 @@ class AppendResult(NamedTuple):
 class RecoveryReport(NamedTuple):
     validated_from: int | None  # base offset of the first segment validated batch by batch
     truncated_bytes: int        # bytes of torn or corrupt tail removed
-
-
-# One batch of an append buffer, as a plain tuple (built per batch on the hot path):
-# (position in the buffer, base offset, next offset, size in bytes, max timestamp)
-_Planned = tuple[int, int, int, int, int]
-_P_POS, _P_BASE, _P_NEXT, _P_SIZE, _P_MAX_TS = range(5)
-# Indexes into batch.HEADER.unpack_from(...), the fields of BatchHeader in order.
-_BASE, _LENGTH, _EPOCH, _MAGIC, _CRC, _MAX_TS, _COUNT, _DELTA = 0, 1, 2, 3, 4, 8, 12, 6
-_LENGTH_MIN = HEADER_SIZE - LENGTH_OVERHEAD
 
 
 class PartitionLog:
@@ -161,20 +150,7 @@ class PartitionLog:
         if leader_epoch < latest:
             raise EpochOrderError(f"append in leader epoch {leader_epoch} after epoch {latest}",
                                   {"latest_epoch": latest})
-        plan: list[_Planned] = []
-        pos, offset, total = 0, self._leo, len(buf)
-        limit = self._options.max_batch_bytes
-        while pos < total:  # per batch, headers only
-            f = _whole_batch_header(buf, pos, total)
-            size = f[_LENGTH] + LENGTH_OVERHEAD
-            if size > limit:
-                raise MessageTooLargeError(f"batch of {size} bytes is over the limit of {limit}")
-            stamp(buf, offset, leader_epoch, pos)
-            nxt = offset + f[_COUNT]
-            plan.append((pos, offset, nxt, size, f[_MAX_TS]))
-            pos, offset = pos + size, nxt
-        if not plan:
-            raise CorruptBatchError("empty append: no batch in the buffer")
+        plan = plan_leader(buf, self._leo, leader_epoch, self._options.max_batch_bytes)
         if leader_epoch > latest:
             self._epochs.assign(leader_epoch, self._leo)
         return self._write(buf, plan, now_ms)
@@ -185,28 +161,7 @@ class PartitionLog:
         epochs may only grow, and new ones go to the epoch cache first."""
         self._check_open()
         mv = memoryview(buf)
-        plan: list[_Planned] = []
-        new_epochs: list[tuple[int, int]] = []
-        pos, expected, total = 0, self._leo, len(mv)
-        latest = self._epochs.latest_epoch
-        while pos < total:
-            f = _whole_batch_header(mv, pos, total)
-            base, epoch, size = f[_BASE], f[_EPOCH], f[_LENGTH] + LENGTH_OVERHEAD
-            if base != expected:
-                raise UnexpectedAppendOffsetError(
-                    f"replica batch at offset {base}, log continues at {expected}",
-                    {"expected_offset": expected, "got_offset": base})
-            if crc32c(mv[pos + CRC_START:pos + size]) != f[_CRC]:
-                raise CorruptBatchError(f"CRC mismatch in replica batch at offset {base}")
-            if epoch < max(latest, 0):
-                raise EpochOrderError(f"replica batch at offset {base} has epoch {epoch} after "
-                                      f"epoch {latest}", {"latest_epoch": latest})
-            if epoch > latest:
-                new_epochs.append((epoch, base))
-                latest = epoch
-            expected = base + f[_COUNT]
-            plan.append((pos, base, expected, size, f[_MAX_TS]))
-            pos += size
+        plan, new_epochs = plan_replica(mv, self._leo, self._epochs.latest_epoch)
         if not plan:
             seg = self._segments[-1]
             return AppendResult(self._leo, self._leo - 1, self._leo, seg.size_bytes,
@@ -215,7 +170,7 @@ class PartitionLog:
             self._epochs.assign_many(new_epochs)
         return self._write(mv, plan, now_ms)
 
-    def _write(self, buf: bytes | bytearray | memoryview, plan: list[_Planned],
+    def _write(self, buf: bytes | bytearray | memoryview, plan: list[Planned],
                now_ms: int) -> AppendResult:
         """Append planned batches in runs, one os.write per run, rolling between runs."""
         seg_bytes = self._options.segment_bytes
@@ -224,33 +179,33 @@ class PartitionLog:
         last = plan[-1]
         while i < n:
             seg = self._maybe_roll(plan[i], now_ms)
-            start = plan[i][_P_POS]
-            run_end, j = last[_P_POS] + last[_P_SIZE], n
+            start = plan[i][P_POS]
+            run_end, j = last[P_POS] + last[P_SIZE], n
             if not ((seg.size_bytes + run_end - start <= seg_bytes or i + 1 == n)
-                    and last[_P_NEXT] - seg.base_offset <= SEGMENT_OFFSETS_MAX):
-                run_end, j = start + plan[i][_P_SIZE], i + 1  # not all fit: find this run's end
-                while j < n and seg.size_bytes + run_end - start + plan[j][_P_SIZE] <= seg_bytes \
-                        and plan[j][_P_NEXT] - seg.base_offset <= SEGMENT_OFFSETS_MAX:
-                    run_end += plan[j][_P_SIZE]
+                    and last[P_NEXT] - seg.base_offset <= SEGMENT_OFFSETS_MAX):
+                run_end, j = start + plan[i][P_SIZE], i + 1  # not all fit: find this run's end
+                while j < n and seg.size_bytes + run_end - start + plan[j][P_SIZE] <= seg_bytes \
+                        and plan[j][P_NEXT] - seg.base_offset <= SEGMENT_OFFSETS_MAX:
+                    run_end += plan[j][P_SIZE]
                     j += 1
             data = buf if start == 0 and run_end == len(buf) else memoryview(buf)[start:run_end]
             position = seg.append(data, plan if i == 0 and j == n else plan[i:j], start, now_ms)
             with self._lock:
-                self._leo = plan[j - 1][_P_NEXT]
+                self._leo = plan[j - 1][P_NEXT]
             if first_pos < 0:
                 first_pos, first_seg = position, seg.base_offset
             i = j
-        return AppendResult(plan[0][_P_BASE], last[_P_NEXT] - 1, self._leo, first_pos, first_seg,
-                            n, last[_P_POS] + last[_P_SIZE] - plan[0][_P_POS])
+        return AppendResult(plan[0][P_BASE], last[P_NEXT] - 1, self._leo, first_pos, first_seg,
+                            n, last[P_POS] + last[P_SIZE] - plan[0][P_POS])
 
-    def _maybe_roll(self, first: _Planned, now_ms: int) -> Segment:
+    def _maybe_roll(self, first: Planned, now_ms: int) -> Segment:
         seg = self._segments[-1]
         if seg.size_bytes == 0:
             return seg
         created = seg.created_ms
         if (created is not None and now_ms - created > self._options.segment_ms) or \
-                seg.size_bytes + first[_P_SIZE] > self._options.segment_bytes or \
-                first[_P_NEXT] - seg.base_offset > SEGMENT_OFFSETS_MAX:
+                seg.size_bytes + first[P_SIZE] > self._options.segment_bytes or \
+                first[P_NEXT] - seg.base_offset > SEGMENT_OFFSETS_MAX:
             self._roll(now_ms)
             return self._segments[-1]
         return seg
@@ -280,7 +235,9 @@ class PartitionLog:
         """fsync everything appended so far; returns the new flushed offset. Thread-safe: may
         run in a worker thread while the writer appends (see the module docstring). When the
         flushed offset passes a sealed segment the recovery point is persisted too, so the
-        next open does not validate that segment again."""
+        next open does not validate that segment again. An fsync error propagates and the
+        flushed offset stays put; treat the log as failed then (after a failed fsync Linux may
+        drop the dirty pages, so a retry could falsely succeed)."""
         with self._fsync_lock:
             with self._lock:
                 if self._closed or self._leo <= self._flushed:
@@ -481,22 +438,3 @@ class PartitionLog:
                 seg.delete()
             checkpoint.fsync_dir(self._dir)
         return dead
-
-
-def _whole_batch_header(buf: bytes | bytearray | memoryview, pos: int,
-                        total: int) -> tuple[int, ...]:
-    """The raw header fields of the batch at `pos`, checked for what offsets and positions
-    depend on (magic, length, lying wholly in the buffer, record count): batch.peek's checks
-    without building a BatchHeader, since this runs once per appended batch."""
-    if total - pos >= HEADER_SIZE:
-        f = HEADER.unpack_from(buf, pos)
-        if f[_MAGIC] == MAGIC and f[_LENGTH] >= _LENGTH_MIN \
-                and pos + f[_LENGTH] + LENGTH_OVERHEAD <= total \
-                and f[_COUNT] >= 1 and f[_DELTA] == f[_COUNT] - 1:
-            return f
-    h = peek(buf, pos)  # raises the precise error for a short buffer, bad magic or length
-    if pos + h.size > total:
-        raise CorruptBatchError(f"length mismatch: batch at byte {pos} needs {h.size} bytes, "
-                                f"{total - pos} left")
-    raise CorruptBatchError(f"record-count mismatch: last_offset_delta "
-                            f"{h.last_offset_delta} with record_count {h.record_count}")
