@@ -73,23 +73,24 @@ def recover(directory: str, options: LogOptions, now_ms: int) -> Recovered:
 
     # Epochs are checked only from the log start on: batches wholly before it are unreadable
     # history that the cache has forgotten, and a truncation may have let epochs restart lower.
+    check_from = max(log_start, bases[0])
     prev_epoch = [-1]
 
     def epoch_ok(h: BatchHeader) -> bool:
-        if h.next_offset <= log_start:
+        if h.next_offset <= check_from:
             return True
         if h.leader_epoch < prev_epoch[0]:
             return False
         prev_epoch[0] = h.leader_epoch
         if not epochs_trusted:
             return True
-        expected = epochs.epoch_for_offset(max(h.base_offset, log_start))
+        expected = epochs.epoch_for_offset(max(h.base_offset, check_from))
         return expected == h.leader_epoch or expected == -1  # -1: before the cache's history
 
     rebuilt: list[tuple[int, int]] = []
 
     def on_batch(h: BatchHeader) -> None:
-        if not epochs_trusted and h.next_offset > log_start and h.leader_epoch >= 0 and (
+        if not epochs_trusted and h.next_offset > check_from and h.leader_epoch >= 0 and (
                 not rebuilt or h.leader_epoch > rebuilt[-1][0]):
             rebuilt.append((h.leader_epoch, h.base_offset))
 

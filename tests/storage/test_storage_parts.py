@@ -7,6 +7,7 @@ bytes, and indexes of a live log compared with those rebuilt after deleting the 
 """
 from __future__ import annotations
 
+import ast
 import os
 import struct
 
@@ -103,3 +104,26 @@ def test_rebuilt_indexes_equal_written_ones(tmp_path) -> None:
     log = PartitionLog.open(str(tmp_path), opts, 0)
     log.close()
     assert {n: (tmp_path / n).read_bytes() for n in names} == written
+
+
+# -- layering -----------------------------------------------------------------------------------
+FORBIDDEN = ("asyncio", "aiohttp", "pysyncobj", "time", "random", "raftlog.meta",
+             "raftlog.server", "raftlog.replication", "raftlog.client")
+
+
+def test_storage_modules_import_nothing_forbidden() -> None:
+    """storage/ is synchronous and pure of the async, Raft and HTTP layers, and never reads the
+    clock or randomness (callers pass now_ms); each module docstring says so, this checks it."""
+    import raftlog.storage as pkg
+    directory = os.path.dirname(pkg.__file__)
+    modules = sorted(n for n in os.listdir(directory) if n.endswith(".py"))
+    assert len(modules) >= 10
+    for name in modules:
+        tree = ast.parse(open(os.path.join(directory, name)).read())
+        doc = ast.get_docstring(tree) or ""
+        assert "never asyncio" in doc.replace("\n", " ") or "never imports asyncio" in doc, name
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            for mod in names:
+                assert not any(mod == f or mod.startswith(f + ".") for f in FORBIDDEN), (name, mod)
