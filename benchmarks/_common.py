@@ -387,10 +387,11 @@ class PerfProducer:
             return 0
         return min(want, left)
 
-    async def _pace(self, n: int) -> None:
+    async def _pace(self, reserved: int) -> None:
+        """Sleep until `reserved` records (the running total including this batch) are due."""
         if self.throughput <= 0:
             return
-        due = self._t0 + (self.stats.sent_records + n) / self.throughput
+        due = self._t0 + reserved / self.throughput
         wait = due - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
@@ -474,8 +475,8 @@ class PerfProducer:
                 n = self._budget(self.batch_records)
                 if n <= 0:
                     break
-                await self._pace(n)
-                self.stats.sent_records += n
+                self.stats.sent_records += n  # reserve before awaiting: senders run concurrently
+                await self._pace(self.stats.sent_records)
                 entries.append((p, self._build(n), n, 0))
             rr += 1
             if not entries:
