@@ -292,7 +292,7 @@ class PartitionLog:
 
     # -- reads --------------------------------------------------------------------------------
     def read(self, offset: int, max_bytes: int,
-             upper_bound: int | None = None) -> bytes | memoryview:
+             upper_bound: int | None = None) -> bytes:
         """Whole batches starting with the one holding `offset`: the first one even when it
         alone exceeds `max_bytes` (as Kafka), then as many as fit, within one segment, never a
         batch whose last offset >= `upper_bound` (the HW, exclusive)."""
