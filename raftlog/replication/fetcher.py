@@ -108,6 +108,7 @@ class FetcherSession:
                                     "restarting our log there", p.topic, p.index, start,
                                     p.log_end_offset)
                         p.log.truncate_fully_and_start_at(start)
+                        p.producers.rebuild(())
                 else:
                     log.debug("%s-%d: fetch error %s: %s", p.topic, p.index, err, e.get("message"))
                 backoff = True

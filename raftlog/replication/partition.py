@@ -17,14 +17,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 from raftlog.codec import batch as batch_codec
 from raftlog.errors import ErrorCode, RaftlogError, error
+from raftlog.replication.producer_state import ProducerStateTable
 from raftlog.replication.progress import FollowerProgress, high_watermark, record_fetch
 from raftlog.replication.waiters import OffsetWaiters
 
 log = logging.getLogger("raftlog.partition")
+
+class Appended(NamedTuple):
+    """Where a produced batch sits: fresh, or the original place of a retried one."""
+
+    base_offset: int
+    last_offset: int
+    duplicate: bool
+
 
 LEADER = "leader"
 FOLLOWER = "follower"
@@ -58,6 +67,10 @@ class Partition:
         self.waiters = OffsetWaiters()
         self._watchers: list[asyncio.Future[None]] = []
         self.isr_change_in_flight = False
+        # Rebuilt from batch headers, kept current on every append (leader and follower), so
+        # whichever replica leads next dedupes retries the old leader already wrote.
+        self.producers = ProducerStateTable()
+        self.producers.rebuild(plog.iter_batch_headers())
 
     # -- identity and state -----------------------------------------------------------------
     @property
@@ -150,13 +163,18 @@ class Partition:
                         f"{self.topic}-{self.index} has {len(self.isr)} in-sync replicas "
                         f"{list(self.isr)}, min.insync.replicas is {self.min_insync_replicas}")
 
-    def append_leader(self, batch: bytearray, acks: int, now_ms: int) -> Any:
-        """Validate-then-append one client batch; returns the storage AppendResult."""
+    def append_leader(self, batch: bytearray, acks: int, now_ms: int) -> Appended:
+        """Append one validated client batch, or find where its earlier copy went."""
         self.check_can_append(acks)
+        h = batch_codec.peek(batch)
+        dup = self.producers.check(h)
+        if dup is not None:
+            return Appended(dup.base_offset, dup.last_offset, True)
         res = self.log.append(batch, self.leader_epoch, now_ms)
+        self.producers.update(batch_codec.peek(batch))   # now stamped with its offsets
         self._advance_hw()
         self.wake()
-        return res
+        return Appended(res.base_offset, res.last_offset, False)
 
     def wait_committed(self, next_offset: int) -> asyncio.Future[int]:
         """Resolves once the HW reaches `next_offset` (the batch's last offset + 1)."""
@@ -234,6 +252,7 @@ class Partition:
         log.warning("%s-%d: diverged from leader %d at epoch %d; truncating %d -> %d",
                     self.topic, self.index, self.leader_id, epoch, self.log_end_offset, target)
         self.log.truncate_to(target)
+        self.producers.rebuild(self.log.iter_batch_headers())
         if self.hw > target:
             self.hw = target
         return target
@@ -242,6 +261,8 @@ class Partition:
                         now_ms: int) -> None:
         if records:
             self.log.append_replica(records, now_ms)
+            for _pos, h in batch_codec.iter_batches(records):
+                self.producers.update(h)
         if leader_log_start > self.log_start_offset and leader_log_start <= self.log_end_offset:
             self.log.delete_before(leader_log_start)
         new_hw = min(leader_hw, self.log_end_offset)

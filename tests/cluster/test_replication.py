@@ -203,3 +203,42 @@ def test_bad_batch_fails_its_partition_only_and_list_offsets_and_delete(rc):
     assert os.path.isdir(d)
     c.call(2, "DELETE", "/v1/topics/mixed")
     wait_until(lambda: not os.path.exists(d), 10, what="deleted topic's data removed")
+
+
+def test_idempotent_retries_are_written_once_even_across_a_leader_kill(rc):
+    from raftlog.testing.cluster import post_msgpack
+    c, dc = rc
+    make_topic(c, "idem", mir=2)
+    ids = post_msgpack(c.url(1, "/v1/init-producer-id"), {})
+    pid, epoch = ids["producer_id"], ids["producer_epoch"]
+    assert pid >= 0
+
+    def send(seq, values, node=None):
+        b = batch.encode([(None, v, None, int(time.time() * 1000)) for v in values],
+                         producer_id=pid, producer_epoch=epoch, base_sequence=seq)
+        node = node or dc.leader("idem", 0)
+        return post_msgpack(c.url(node, "/v1/produce"), {"acks": -1, "timeout_ms": 15_000,
+                            "partitions": [{"topic": "idem", "partition": 0, "batch": b}]}
+                            )["partitions"][0]
+
+    first = send(0, [b"a", b"b"])
+    assert "error" not in first
+    again = send(0, [b"a", b"b"])                   # the answer was "lost": the client retries
+    assert again.get("error") is None and again["base_offset"] == first["base_offset"]
+    second = send(2, [b"c"])
+    assert second["base_offset"] == first["base_offset"] + 2
+    gap = send(9, [b"x"])
+    assert gap["error"] == "OUT_OF_ORDER_SEQUENCE_NUMBER"
+    old = dc.leader("idem", 0)
+    c.kill(old)
+    survivors = [n for n in (1, 2, 3) if n != old]
+    wait_until(lambda: dc.partition("idem", 0, survivors[0])["leader"] in survivors, 15,
+               what="new leader")
+    # the retry reaches the new leader, which rebuilt producer state from its log
+    retry = wait_until(lambda: (lambda r: r if "error" not in r else None)(send(2, [b"c"])),
+                       15, what="retry accepted by the new leader")
+    assert retry["base_offset"] == second["base_offset"]
+    third = send(3, [b"d"])
+    assert "error" not in third
+    values = [r.value for r in dc.read_all("idem", 0)]
+    assert values == [b"a", b"b", b"c", b"d"]
