@@ -245,7 +245,7 @@ def decode(blob: bytes) -> Command:
     version, op, payload = raw
     if version != FORMAT_VERSION:
         raise _bad(f"command format {version!r} is not {FORMAT_VERSION}: nodes run mixed code?")
-    if op not in SCHEMAS:
+    if not isinstance(op, str) or op not in SCHEMAS:
         raise _bad(f"unknown op {op!r:.80}")
     return Command(op, _check_payload(op, payload, op), version)
 
