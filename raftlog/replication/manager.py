@@ -54,6 +54,10 @@ class ReplicaManager:
         self.fetchers: dict[int, FetcherSession] = {}
         self._spawn: Callable[..., asyncio.Task[Any]] | None = None
         self._last_view: MetadataView | None = None
+        # What the last reconcile acted on: unchanged topics (the state machine reuses their
+        # immutable TopicInfo) are skipped, so a metadata change costs O(changed topics).
+        self._seen_topics: dict[str, Any] = {}
+        self._seen_registration: tuple[bool, int] = (False, -1)
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self, spawn: Callable[..., asyncio.Task[Any]]) -> None:
@@ -95,16 +99,28 @@ class ReplicaManager:
         # Act only on our own current registration: a view that still shows the previous
         # incarnation of this broker as leader must not make this process a leader.
         registered = me is not None and me.epoch == self.broker_epoch
+        full = (registered, self.broker_epoch) != self._seen_registration
+        self._seen_registration = (registered, self.broker_epoch)
+        if full:
+            self._seen_topics = {}
+        # Deleted topics (or deleted and re-created under the same name) go first.
+        for name in [n for n in self._seen_topics if n not in view.topics]:
+            del self._seen_topics[name]
+        for key in [k for k in self.partitions
+                    if view.topic(k[0]) is None
+                    or view.topics[k[0]].topic_id != self.topic_ids.get(k[0])]:
+            self._remove(key, view)
         now = now_ms()
-        wanted: set[tuple[str, int]] = set()
         for name in view.topic_names():
             t = view.topics[name]
+            if self._seen_topics.get(name) is t:
+                continue
+            self._seen_topics[name] = t
             values = topic_config.effective(dict(t.config), self.cfg.log)
             for pi in t.partitions:
                 if self.node_id not in pi.replicas:
                     continue
                 key = (name, pi.partition)
-                wanted.add(key)
                 p = self.partitions.get(key)
                 if p is None:
                     if not registered:
@@ -133,8 +149,6 @@ class ReplicaManager:
                                       pi.partition_epoch)
                 else:
                     p.update_membership(pi.replicas, pi.isr, pi.partition_epoch)
-        for key in [k for k in self.partitions if k not in wanted]:
-            self._remove(key, view)
         self._update_fetchers()
 
     def _open(self, topic: str, topic_id: str, index: int, values: dict[str, Any]) -> Partition:

@@ -242,3 +242,17 @@ def test_idempotent_retries_are_written_once_even_across_a_leader_kill(rc):
     assert "error" not in third
     values = [r.value for r in dc.read_all("idem", 0)]
     assert values == [b"a", b"b", b"c", b"d"]
+
+
+def test_topic_recreated_under_the_same_name_starts_empty(rc):
+    c, dc = rc
+    make_topic(c, "again", mir=2)
+    assert "error" not in dc.produce("again", 0, [(None, b"old-life")])
+    c.call(2, "DELETE", "/v1/topics/again")
+    wait_until(lambda: "again" not in [t["name"] for t in c.get(1, "/v1/topics")["topics"]], 10,
+               what="deleted")
+    make_topic(c, "again", mir=2)
+    r = wait_until(lambda: (lambda x: x if "error" not in x else None)(
+        dc.produce("again", 0, [(None, b"new-life")])), 15, what="produce to the new topic")
+    assert [x.value for x in dc.read_all("again", 0)] == [b"new-life"]
+    assert r["base_offset"] <= 1
