@@ -69,7 +69,6 @@ class FetcherSession:
                 body["partitions"].append({"topic": p.topic, "partition": p.index,
                                            "leader_epoch": p.leader_epoch,
                                            "fetch_offset": offset, "last_fetched_epoch": epoch,
-                                           "known_hw": p.hw,
                                            "max_bytes": PARTITION_FETCH_BYTES_MAX})
             try:
                 resp = await self.m.broker.peer.request(

@@ -295,8 +295,8 @@ class DataHandlers:
                 continue
             out.update(r)
             total += len(r.get("records") or b"")
-            # Answer at once on divergence, and when the follower's view of the HW is stale
-            # (it sent what it knows), so follower HWs trail the leader's by one round trip.
-            if "diverging_epoch" in r or r["high_watermark"] > int(e.get("known_hw", 1 << 62)):
+            # A high-watermark move alone does not answer a waiting follower (as in Kafka): it
+            # would double the requests per produce; followers learn it with the next data.
+            if "diverging_epoch" in r:
                 urgent = True
         return results, total > 0 or urgent, parts
