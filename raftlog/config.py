@@ -73,7 +73,7 @@ class LogDefaults:
 class ReplicationSection:
     replica_lag_time_max_ms: int = _f(10_000, 100, None,
                                       doc="a follower not caught up for this long leaves the ISR")
-    replica_fetch_wait_max_ms: int = _f(500, 1, 60_000, doc="follower fetch long-poll")
+    replica_fetch_wait_max_ms: int = _f(1000, 1, 60_000, doc="follower fetch long-poll (new data answers at once)")
     replica_fetch_max_bytes: int = _f(8 << 20, 1024, 1 << 30,
                                       doc="bytes per follower fetch response")
 

@@ -26,7 +26,7 @@ from raftlog.meta.view import MetadataView, PartitionInfo
 
 log = logging.getLogger("raftlog.controller")
 
-TICK_MS = 100
+TICK_MS = 250
 
 
 class Proposer(Protocol):

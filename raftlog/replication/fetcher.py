@@ -58,7 +58,7 @@ class FetcherSession:
                 await self._wakeup.wait()
                 continue
             self._wakeup.clear()
-            sent = {p.key: p.leader_epoch for p in parts}
+            sent = self._followed()
             wait_ms = self.m.cfg.replication.replica_fetch_wait_max_ms
             body = {"broker_id": self.m.node_id, "broker_epoch": self.m.broker_epoch,
                     "max_wait_ms": wait_ms, "min_bytes": 1,
@@ -70,15 +70,35 @@ class FetcherSession:
                                            "leader_epoch": p.leader_epoch,
                                            "fetch_offset": offset, "last_fetched_epoch": epoch,
                                            "max_bytes": PARTITION_FETCH_BYTES_MAX})
+            req = asyncio.ensure_future(self.m.broker.peer.request(
+                "POST", url, body, timeout_s=wait_ms / 1000 + 5.0, binary=True))
+            woken = asyncio.ensure_future(self._wakeup.wait())
             try:
-                resp = await self.m.broker.peer.request(
-                    "POST", url, body, timeout_s=wait_ms / 1000 + 5.0, binary=True)
+                await asyncio.wait((req, woken), return_when=asyncio.FIRST_COMPLETED)
+                if not req.done() and self._followed() == sent:
+                    await asyncio.wait((req,))      # nothing changed: keep this long-poll
+            except asyncio.CancelledError:
+                req.cancel()
+                raise
+            finally:
+                woken.cancel()
+            if not req.done():
+                # A partition joined, left or changed epoch: re-fetch with the new set now
+                # rather than after the leader's max wait. What the leader recorded from this
+                # request (our positions) stays true; an unread answer is simply fetched again.
+                req.cancel()
+                continue
+            try:
+                resp = req.result()
             except RaftlogError as exc:
                 log.debug("fetch from %d failed: %s", self.leader_id, exc)
                 await self._backoff()
                 continue
             if await self._apply(resp, sent):
                 await self._backoff()
+
+    def _followed(self) -> dict[tuple[str, int], int]:
+        return {p.key: p.leader_epoch for p in self.m.followed_from(self.leader_id)}
 
     async def _backoff(self) -> None:
         try:

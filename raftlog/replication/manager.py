@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("raftlog.replicas")
 
-ISR_CHECK_INTERVAL_MS = 250
+ISR_CHECK_INTERVAL_MS = 500
 HW_CHECKPOINT_INTERVAL_MS = 5000
 TOPIC_ID_FILE = "topic_id"
 
