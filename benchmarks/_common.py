@@ -694,3 +694,174 @@ def stop_py_spy(procs: list[subprocess.Popen]) -> None:
         except subprocess.TimeoutExpired:
             sp.kill()
             sp.wait()
+
+
+# -- client profiling ----------------------------------------------------------------------
+def _area(filename: str, func: str) -> str:
+    """Which part of the client process a profiled function belongs to."""
+    f = filename.replace("\\", "/")
+    if "/raftlog/client/" in f:
+        return "raftlog.client"
+    if "/raftlog/codec/" in f:
+        return "raftlog.codec"
+    if "/benchmarks/" in f:
+        return "benchmark loop"
+    if "/aiohttp/" in f or "/yarl/" in f or "/multidict/" in f:
+        return "aiohttp"
+    if "/asyncio/" in f:
+        return "asyncio"
+    if f == "~":  # C functions: name them by what they are
+        if "msgpack" in func or "Packer" in func or "unpack" in func:
+            return "msgpack (C)"
+        if "crc32c" in func:
+            return "crc32c (C)"
+        if "epoll" in func or "select" in func:
+            return "event-loop poll"
+        if "socket" in func or "send" in func or "recv" in func:
+            return "socket IO"
+        if "zlib" in func:
+            return "zlib (C)"
+        return "builtins (C)"
+    return "other python"
+
+
+def _fn_name(key: tuple[str, int, str]) -> str:
+    filename, line, func = key
+    if filename == "~":
+        return func
+    parts = filename.replace("\\", "/").split("/")
+    short = "/".join(parts[-2:])
+    return f"{short}:{line}({func})"
+
+
+def _is_idle(key: tuple[str, int, str]) -> bool:
+    return key[0] == "~" and ("epoll" in key[2] or "select" in key[2])
+
+
+class ClientProfile:
+    """Where the client process's CPU goes over a phase.
+
+    `kind` "cprofile": deterministic (call counts, self and cumulative time). Its hook runs on
+    every call, so code made of many small calls is slowed ~2x and looks heavier than it is;
+    time blocked in epoll (idle) is left out of the shares. `kind` "py-spy": samples this
+    process at 500 Hz from outside (`py-spy record --nonblocking`), no slow-down of the
+    client beyond py-spy's own CPU; shares of non-idle samples. Either way a profiled run's
+    rate is not a figure to quote."""
+
+    def __init__(self, kind: str | None, seconds: float = 120.0) -> None:
+        self.kind = kind
+        self.prof = None
+        self.spy: subprocess.Popen | None = None
+        self.spy_out = ""
+        self.seconds = seconds
+        if kind == "cprofile":
+            import cProfile
+            self.prof = cProfile.Profile()
+
+    def __enter__(self) -> "ClientProfile":
+        if self.kind == "py-spy":
+            exe = os.path.join(os.path.dirname(sys.executable), "py-spy")
+            fd, self.spy_out = tempfile.mkstemp(prefix="client-pyspy-", suffix=".txt")
+            os.close(fd)
+            self.spy = subprocess.Popen(
+                [exe, "record", "-p", str(os.getpid()), "-d", str(int(self.seconds) + 5),
+                 "-r", "500", "--nonblocking", "--function", "-f", "raw", "-o", self.spy_out],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.5)  # let it attach
+        if self.prof is not None:
+            self.prof.enable()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.prof is not None:
+            self.prof.disable()
+        if self.spy is not None:
+            stop_py_spy([self.spy])
+
+    def report(self, top: int = 15, records: int = 0) -> list[str]:
+        if self.kind == "cprofile":
+            return self._report_cprofile(top, records)
+        if self.kind == "py-spy":
+            try:
+                return self._report_pyspy(top, records)
+            finally:
+                with contextlib.suppress(OSError):
+                    os.unlink(self.spy_out)
+        return []
+
+    def _report_cprofile(self, top: int, records: int) -> list[str]:
+        """CPU by area, top functions by self time, top raftlog functions by cumulative time
+        (shares of the non-idle profiled time; µs per record when `records` is given)."""
+        import pstats
+        entries = pstats.Stats(self.prof).stats  # type: ignore[attr-defined]
+        idle = sum(v[2] for k, v in entries.items() if _is_idle(k))
+        total = (sum(v[2] for v in entries.values()) - idle) or 1e-9
+
+        def fmt(t: float) -> str:
+            s = f"{100 * t / total:5.1f}%"
+            if records > 0:
+                s += f" {1e6 * t / records:6.3f} µs/rec"
+            return s
+
+        areas: dict[str, float] = {}
+        for key, (_, _, tt, _, _) in entries.items():
+            if not _is_idle(key):
+                a = _area(key[0], key[2])
+                areas[a] = areas.get(a, 0.0) + tt
+        out = [f"client profile (cProfile; {total:.2f} s busy, {idle:.2f} s idle in epoll"
+               + (f", {records} records, {1e6 * total / records:.2f} µs/record busy under the "
+                  f"profiler" if records > 0 else "") + "):"]
+        out.append("  by area (self time): " + ", ".join(
+            f"{a} {100 * t / total:.0f}%" for a, t in sorted(areas.items(), key=lambda x: -x[1])
+            if t / total >= 0.005))
+        out.append(f"  top {top} functions by self time:")
+        busy = [(k, v) for k, v in entries.items() if not _is_idle(k)]
+        for key, (cc, nc, tt, ct, _) in sorted(busy, key=lambda kv: -kv[1][2])[:top]:
+            out.append(f"    {fmt(tt)}  {nc:>9} calls  {_fn_name(key)}")
+        out.append(f"  top {top} raftlog client/codec functions by cumulative time:")
+        ours = [(k, v) for k, v in busy if _area(k[0], k[2]) in ("raftlog.client", "raftlog.codec")]
+        for key, (cc, nc, tt, ct, _) in sorted(ours, key=lambda kv: -kv[1][3])[:top]:
+            out.append(f"    {fmt(ct)}  {nc:>9} calls  {_fn_name(key)}")
+        return out
+
+    def _report_pyspy(self, top: int, records: int) -> list[str]:
+        import collections
+        incl: collections.Counter[str] = collections.Counter()
+        self_: collections.Counter[str] = collections.Counter()
+        areas: collections.Counter[str] = collections.Counter()
+        total = 0
+        try:
+            fh = open(self.spy_out)
+        except OSError as exc:
+            return [f"client profile (py-spy): no samples ({exc})"]
+        with fh:
+            for line in fh:
+                line = line.rstrip()
+                if " " not in line:
+                    continue
+                stack, cnt_s = line.rsplit(" ", 1)
+                frames = stack.split(";")
+                if any("epoll" in f or "select (selectors.py" in f for f in frames[-2:]):
+                    continue  # idle in the event loop
+                cnt = int(cnt_s)
+                total += cnt
+                leaf = frames[-1]
+                self_[leaf] += cnt
+                path = leaf[leaf.find("(") + 1:leaf.rfind(":")] if "(" in leaf else "~"
+                areas[_area("/" + path if path != "~" else "~", leaf)] += cnt
+                for f in set(frames):
+                    incl[f] += cnt
+        if not total:
+            return ["client profile (py-spy): no busy samples"]
+        out = [f"client profile (py-spy, 500 Hz; {total} busy samples = {total / 500:.1f} s of "
+               f"CPU, idle left out):"]
+        out.append("  by area (self samples): " + ", ".join(
+            f"{a} {100 * c / total:.0f}%" for a, c in areas.most_common() if c / total >= 0.005))
+        out.append(f"  top {top} functions by self samples:")
+        for f, c in self_.most_common(top):
+            out.append(f"    {100 * c / total:5.1f}%  {f}")
+        out.append(f"  top {top} raftlog client/codec functions by inclusive samples:")
+        ours = [(f, c) for f, c in incl.items() if "raftlog/client/" in f or "raftlog/codec/" in f]
+        for f, c in sorted(ours, key=lambda x: -x[1])[:top]:
+            out.append(f"    {100 * c / total:5.1f}%  {f}")
+        return out
