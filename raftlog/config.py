@@ -92,6 +92,7 @@ class RaftSection:
     election_timeout_min_ms: int = _f(300, 50, 60_000, doc="pysyncobj raftMinTimeout")
     election_timeout_max_ms: int = _f(600, 100, 120_000, doc="pysyncobj raftMaxTimeout")
     append_entries_period_ms: int = _f(80, 10, 10_000, doc="leader heartbeat to followers")
+    tick_ms: int = _f(100, 10, 1000, doc="Raft thread wake-up period (commands wake it at once)")
     leader_fallback_timeout_ms: int = _f(1000, 100, 600_000,
                                          doc="an isolated leader steps down after this")
     propose_timeout_ms: int = _f(5000, 100, 600_000, doc="metadata command commit timeout")
@@ -106,6 +107,18 @@ class LimitsSection:
 
 
 @dataclass(frozen=True)
+class GroupsSection:
+    offsets_topic_partitions: int = _f(12, 1, 1000, doc="partitions of __consumer_offsets; never "
+                                                        "change it on a cluster holding groups")
+    offsets_topic_replication_factor: int = _f(3, 1, 16, doc="capped at the live brokers")
+    rebalance_delay_ms: int = _f(100, 0, 60_000, doc="wait this long after a membership change "
+                                                      "before computing a new assignment "
+                                                      "(coalesces joins)")
+    min_session_timeout_ms: int = _f(500, 10, 3_600_000, doc="smallest session timeout accepted")
+    max_session_timeout_ms: int = _f(300_000, 10, 3_600_000, doc="largest session timeout accepted")
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     path: str
     cluster: ClusterSection
@@ -115,6 +128,7 @@ class ClusterConfig:
     broker: BrokerSection
     raft: RaftSection
     limits: LimitsSection
+    groups: GroupsSection = GroupsSection()
 
     def node(self, node_id: int) -> NodeConfig:
         for n in self.nodes:
@@ -131,6 +145,7 @@ class ClusterConfig:
 _SECTIONS: dict[str, type] = {
     "cluster": ClusterSection, "log": LogDefaults, "replication": ReplicationSection,
     "broker": BrokerSection, "raft": RaftSection, "limits": LimitsSection,
+    "groups": GroupsSection,
 }
 
 
@@ -210,6 +225,8 @@ def parse(data: dict[str, Any], path: str) -> ClusterConfig:
         raise ConfigError(f"{path}: raft.election_timeout_max_ms must exceed election_timeout_min_ms")
     if r.election_timeout_min_ms <= 3 * r.append_entries_period_ms:
         raise ConfigError(f"{path}: raft.election_timeout_min_ms must exceed 3 x append_entries_period_ms")
+    if r.election_timeout_min_ms < 3 * r.tick_ms:
+        raise ConfigError(f"{path}: raft.election_timeout_min_ms must be at least 3 x tick_ms")
     if cfg.broker.session_timeout_ms <= cfg.broker.heartbeat_interval_ms:
         raise ConfigError(f"{path}: broker.session_timeout_ms must exceed heartbeat_interval_ms")
     return cfg

@@ -67,9 +67,13 @@ class RaftTiming:
     leader_fallback_timeout_s: float = 1.0      # an isolated leader steps down (pitfall 11)
     connection_timeout_s: float = 30.0          # >= election max; see pitfall 2
     connection_retry_s: float = 0.5             # pitfall 3
+    # The Raft thread's wake-up period. Commands wake it at once (pysyncobj's pipe notifier),
+    # so this bounds only heartbeat and election timing; 0.1 s measured ~0.65% of a core per
+    # idle node against ~0.9% at pysyncobj's default 0.05 s.
+    tick_s: float = 0.1
 
 
-FAST_TIMING = RaftTiming(0.15, 0.3, 0.04)       # tests; do not go lower on a loaded 2-core box
+FAST_TIMING = RaftTiming(0.15, 0.3, 0.04, tick_s=0.04)       # tests; do not go lower on a loaded 2-core box
 
 # pysyncobj failure codes -> (raftlog code, may the command still have been applied?)
 _FAILURES: dict[int, tuple[str, str]] = {
@@ -173,7 +177,7 @@ class MetaReplica:
             connectionTimeout=t.connection_timeout_s, connectionRetryTime=t.connection_retry_s,
             bindRetryTime=0.2, maxBindRetries=5,                  # never retry forever (pitfall 12)
             dynamicMembershipChange=False,
-            logCompactionMinEntries=log_compaction_min_entries)
+            logCompactionMinEntries=log_compaction_min_entries, autoTickPeriod=t.tick_s)
         self._so = SyncObj(self_addr, others, conf=conf, consumers=[self._consumer])
         try:
             self._so.waitBinded()

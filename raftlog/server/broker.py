@@ -35,7 +35,8 @@ def raft_timing(cfg: ClusterConfig) -> RaftTiming:
     return RaftTiming(election_timeout_min_s=r.election_timeout_min_ms / 1000,
                       election_timeout_max_s=r.election_timeout_max_ms / 1000,
                       append_entries_period_s=r.append_entries_period_ms / 1000,
-                      leader_fallback_timeout_s=r.leader_fallback_timeout_ms / 1000)
+                      leader_fallback_timeout_s=r.leader_fallback_timeout_ms / 1000,
+                      tick_s=r.tick_ms / 1000)
 
 
 class Broker:

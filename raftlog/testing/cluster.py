@@ -100,7 +100,7 @@ class ProcessCluster:
         self.http_ports = {i + 1: ports[i] for i in range(n)}
         self.raft_ports = {i + 1: ports[n + i] for i in range(n)}
         raft = ("[raft]\nelection_timeout_min_ms = 150\nelection_timeout_max_ms = 300\n"
-                "append_entries_period_ms = 40\nleader_fallback_timeout_ms = 1000\n"
+                "append_entries_period_ms = 40\ntick_ms = 40\nleader_fallback_timeout_ms = 1000\n"
                 if fast_raft else "")
         lines = [
             '[cluster]\nid = "test"\n',
