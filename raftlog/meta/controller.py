@@ -293,6 +293,36 @@ class Controller:
                 name, topic_config.for_state(to_set), to_delete))
         return {"name": name}
 
+    # -- consumer groups --------------------------------------------------------------------
+    async def ensure_offsets_topic(self, partitions: int, replication_factor: int
+                                   ) -> dict[str, Any]:
+        """Create `__consumer_offsets` (compacted, RF = min(wanted, live brokers)) if missing."""
+        self.require_active()
+        name = "__consumer_offsets"
+        if self.meta.view.topic(name) is None:
+            live = await self.live_brokers(replication_factor)
+            rf = max(1, min(replication_factor, len(live)))
+            try:
+                await self.create_topic(name, partitions, rf, {"cleanup.policy": "compact"})
+            except Exception as exc:
+                if self.meta.view.topic(name) is None:
+                    raise
+                log.info("offsets topic raced: %s", exc)
+        t = self.meta.view.topic(name)
+        assert t is not None
+        return {"name": name, "partitions": len(t.partitions)}
+
+    async def set_group_assignment(self, group: str, generation: int, expected_generation: int,
+                                   protocol: str, assignment: dict[str, Any]) -> dict[str, Any]:
+        """A group coordinator's completed rebalance, committed to the metadata log."""
+        self.require_active()
+        return await self._propose(commands.set_group_assignment(
+            group, generation, expected_generation, assignment, protocol))
+
+    async def delete_group(self, group: str, expected_generation: int) -> dict[str, Any]:
+        self.require_active()
+        return await self._propose(commands.delete_group(group, expected_generation))
+
 
 def _partition_hint(p: PartitionInfo) -> dict[str, Any]:
     return {"leader": p.leader, "leader_epoch": p.leader_epoch, "isr": list(p.isr),

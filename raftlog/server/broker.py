@@ -49,6 +49,7 @@ class Broker:
         self.controller: Controller | None = None
         self.lifecycle: BrokerLifecycle | None = None
         self.replicas: Any = None     # the data plane's ReplicaManager
+        self.groups: Any = None       # raftlog.groups.service.GroupService (with the data plane)
         self._tasks: list[asyncio.Task[Any]] = []
         self._runner: web.AppRunner | None = None
         self._view_changed = asyncio.Event()
@@ -72,6 +73,10 @@ class Broker:
         if self.replicas is not None:
             from raftlog.server import handlers_data
             app.add_routes(handlers_data.routes(self))
+            from raftlog.groups.service import GroupService
+            from raftlog.server import handlers_groups
+            self.groups = GroupService(self)
+            app.add_routes(handlers_groups.routes(self))
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.node.host, self.node.http_port, reuse_address=True)
@@ -83,6 +88,7 @@ class Broker:
         self._spawn(self.lifecycle.run(), "lifecycle")
         if self.replicas is not None:
             await self.replicas.start(self._spawn)
+            self.groups.start(self._spawn)
 
     def _build_data_plane(self) -> Any:
         try:
@@ -178,6 +184,14 @@ class Broker:
                     "partition_epoch", "isr")})
             if path.endswith("/producer-ids"):
                 return await c.allocate_producer_ids(body["count"])
+            if path.endswith("/offsets-topic"):
+                return await c.ensure_offsets_topic(body["partitions"],
+                                                    body["replication_factor"])
+            if path.endswith("/group-assignment"):
+                return await c.set_group_assignment(**{k: body[k] for k in (
+                    "group", "generation", "expected_generation", "protocol", "assignment")})
+            if path.endswith("/delete-group"):
+                return await c.delete_group(body["group"], body["expected_generation"])
             raise error(ErrorCode.NOT_FOUND, f"no controller call {path}")
         url = self.controller_url()
         if url is None:

@@ -1,0 +1,60 @@
+"""Committed offsets as records of `__consumer_offsets`: the key/value encoding and the hash.
+
+Owns: which partition of the offsets topic a group lives on (a stable hash: Kafka's murmur2 of
+the UTF-8 group id, never Python's salted hash()), and the record format:
+
+    key   = msgpack(["offset", group, topic, partition])
+    value = msgpack({"offset": int, "metadata": str, "commit_ms": int})   (None = tombstone)
+
+The topic is compacted by key, so the last record of a key is the committed offset. Pure.
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import msgpack
+
+from raftlog.client.partitioner import murmur2
+
+OFFSETS_TOPIC = "__consumer_offsets"
+KEY_KIND = "offset"
+
+
+class OffsetAndMetadata(NamedTuple):
+    offset: int
+    metadata: str = ""
+    commit_ms: int = -1
+
+
+def partition_for_group(group: str, partitions: int) -> int:
+    return (murmur2(group.encode("utf-8")) & 0x7FFFFFFF) % partitions
+
+
+def offset_key(group: str, topic: str, partition: int) -> bytes:
+    return msgpack.packb([KEY_KIND, group, topic, partition], use_bin_type=True)
+
+
+def offset_value(om: OffsetAndMetadata | None) -> bytes | None:
+    if om is None:
+        return None
+    return msgpack.packb({"offset": om.offset, "metadata": om.metadata,
+                          "commit_ms": om.commit_ms}, use_bin_type=True)
+
+
+def decode(key: bytes | None, value: bytes | None
+           ) -> tuple[tuple[str, str, int], OffsetAndMetadata | None] | None:
+    """((group, topic, partition), offset or None for a tombstone); None for a foreign record."""
+    if key is None:
+        return None
+    try:
+        k: Any = msgpack.unpackb(key, raw=False)
+        if not (isinstance(k, list) and len(k) == 4 and k[0] == KEY_KIND):
+            return None
+        gtp = (str(k[1]), str(k[2]), int(k[3]))
+        if value is None:
+            return gtp, None
+        v: Any = msgpack.unpackb(value, raw=False)
+        return gtp, OffsetAndMetadata(int(v["offset"]), str(v.get("metadata") or ""),
+                                      int(v.get("commit_ms", -1)))
+    except Exception:  # a record this version does not understand: skip it
+        return None

@@ -1,0 +1,305 @@
+"""GroupService: the IO around the coordinator state machine, on one broker.
+
+Owns: creating `__consumer_offsets` (through the controller) on first use, deciding whether this
+broker coordinates a group (it leads partition hash(group) % N, its local replica is a promoted
+leader), rebuilding each coordinated partition's state when leadership arrives (committed offsets
+by reading the partition's log; membership from the group's last Raft-committed assignment),
+the timer loop (session expiry, debounced rebalances), committing each new assignment to Raft
+(`set_group_assignment` through the controller) before members see it, and offset commits as
+records appended on the partition leader and acknowledged once the high watermark passes them
+(acks=all). Runs on the broker's event loop; the rules live in raftlog/groups/coordinator.py.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Callable
+
+from raftlog.codec import batch as batch_codec
+from raftlog.errors import ErrorCode, RaftlogError, error
+from raftlog.groups import offsets as off
+from raftlog.groups.coordinator import Coordinator, Group
+from raftlog.meta.view import MetadataView
+
+if TYPE_CHECKING:
+    from raftlog.replication.partition import Partition
+    from raftlog.server.broker import Broker
+
+log = logging.getLogger("raftlog.groups")
+
+TICK_MS = 50
+TOPIC_WAIT_S = 15.0
+COMMIT_TIMEOUT_S = 15.0
+READ_CHUNK_BYTES = 1 << 20
+
+
+def mono_ms() -> int:
+    return int(time.monotonic() * 1000)
+
+
+class GroupService:
+    def __init__(self, broker: Broker, clock: Callable[[], int] = mono_ms):
+        self.b = broker
+        self.cfg = broker.cfg.groups
+        self.clock = clock
+        self.coord = Coordinator(self.cfg.rebalance_delay_ms, self.cfg.min_session_timeout_ms,
+                                 self.cfg.max_session_timeout_ms)
+        self.offsets: dict[str, dict[tuple[str, int], off.OffsetAndMetadata]] = {}
+        self._loaded: dict[int, int] = {}          # offsets partition -> leader epoch loaded at
+        self._load_lock = asyncio.Lock()
+        self._topic_lock = asyncio.Lock()
+        self._spawn: Callable[..., asyncio.Task[Any]] | None = None
+
+    def start(self, spawn: Callable[..., asyncio.Task[Any]]) -> None:
+        self._spawn = spawn
+        spawn(self._tick_loop(), "group-coordinator")
+
+    # -- where a group lives ----------------------------------------------------------------
+    def num_partitions(self, view: MetadataView | None = None) -> int:
+        t = (view or self.b.view).topic(off.OFFSETS_TOPIC)
+        return len(t.partitions) if t is not None else self.cfg.offsets_topic_partitions
+
+    def partition_index(self, group: str) -> int:
+        return off.partition_for_group(group, self.num_partitions())
+
+    async def ensure_topic(self) -> None:
+        def ready(v: MetadataView) -> bool:
+            t = v.topic(off.OFFSETS_TOPIC)
+            return t is not None and all(p.leader >= 0 for p in t.partitions)
+        if ready(self.b.view):
+            return
+        async with self._topic_lock:
+            if self.b.view.topic(off.OFFSETS_TOPIC) is None:
+                try:
+                    await self.b.call_controller("/v1/controller/offsets-topic", {
+                        "partitions": self.cfg.offsets_topic_partitions,
+                        "replication_factor": self.cfg.offsets_topic_replication_factor})
+                except RaftlogError as exc:
+                    if exc.code is not ErrorCode.TOPIC_ALREADY_EXISTS:
+                        raise error(ErrorCode.COORDINATOR_NOT_AVAILABLE,
+                                    f"cannot create {off.OFFSETS_TOPIC}: {exc.message}",
+                                    {"retry_after_ms": 200}) from None
+            await self.b.wait_view(ready, TOPIC_WAIT_S)
+
+    def find(self, group: str) -> dict[str, Any]:
+        view = self.b.view
+        idx = self.partition_index(group)
+        pi = view.partition(off.OFFSETS_TOPIC, idx)
+        if pi is None or pi.leader < 0:
+            raise error(ErrorCode.COORDINATOR_NOT_AVAILABLE,
+                        f"partition {idx} of {off.OFFSETS_TOPIC} has no leader",
+                        {"retry_after_ms": 200})
+        b = view.broker(pi.leader)
+        if b is None:
+            raise error(ErrorCode.COORDINATOR_NOT_AVAILABLE, f"broker {pi.leader} is unknown")
+        return {"group": group, "coordinator_id": b.broker_id, "host": b.host,
+                "http_port": b.http_port, "url": f"http://{b.host}:{b.http_port}",
+                "partition": idx}
+
+    async def coordinate(self, group: str) -> Partition:
+        """This broker's leader replica of the group's partition, state loaded; otherwise
+        NOT_COORDINATOR (with the coordinator in the hint) or COORDINATOR_NOT_AVAILABLE."""
+        if not isinstance(group, str) or not group:
+            raise error(ErrorCode.INVALID_REQUEST, "'group' must be a non-empty string")
+        await self.ensure_topic()
+        idx = self.partition_index(group)
+        pi = self.b.view.partition(off.OFFSETS_TOPIC, idx)
+        if pi is None or pi.leader != self.b.node_id:
+            hint: dict[str, Any] = {"retry_after_ms": 100}
+            try:
+                hint.update(self.find(group))
+            except RaftlogError:
+                pass
+            raise error(ErrorCode.NOT_COORDINATOR,
+                        f"broker {self.b.node_id} is not the coordinator of group {group!r}",
+                        hint)
+        p = self.b.replicas.partitions.get((off.OFFSETS_TOPIC, idx))
+        from raftlog.replication.partition import LEADER
+        if p is None or p.role != LEADER or p.leader_epoch != pi.leader_epoch:
+            raise error(ErrorCode.COORDINATOR_NOT_AVAILABLE,
+                        f"group {group!r}: this broker is becoming its coordinator",
+                        {"retry_after_ms": 100})
+        if self._loaded.get(idx) != p.leader_epoch:
+            async with self._load_lock:
+                if self._loaded.get(idx) != p.leader_epoch:
+                    self._load(idx, p)
+        return p
+
+    def _load(self, idx: int, p: Partition) -> None:
+        """Rebuild the offsets cache and the groups of partition `idx` (a new leadership)."""
+        n = self.num_partitions()
+        for g in [g for g in self.offsets if off.partition_for_group(g, n) == idx]:
+            del self.offsets[g]
+        for g in [g for g in self.coord.groups if off.partition_for_group(g, n) == idx]:
+            del self.coord.groups[g]
+        offset, end, count = p.log_start_offset, p.log_end_offset, 0
+        while offset < end:
+            raw = p.log.read(offset, READ_CHUNK_BYTES)
+            if not raw:
+                break
+            for r in batch_codec.decode(raw):
+                if r.offset < offset:
+                    continue
+                d = off.decode(r.key, r.value)
+                if d is None:
+                    continue
+                (group, topic, part), om = d
+                count += 1
+                if om is None:
+                    self.offsets.get(group, {}).pop((topic, part), None)
+                else:
+                    self.offsets.setdefault(group, {})[(topic, part)] = om
+            last = None
+            for _pos, h in batch_codec.iter_batches(raw):
+                last = h
+            if last is None:
+                break
+            offset = last.next_offset
+        now = self.clock()
+        view = self.b.view
+        restored = 0
+        for name, gi in view.groups.items():
+            if off.partition_for_group(name, n) == idx:
+                self.coord.restore(name, gi.generation, gi.protocol,
+                                   {m: list(tps) for m, tps in gi.assignment.items()}, now,
+                                   self._sizes)
+                restored += 1
+        self._loaded[idx] = p.leader_epoch
+        log.info("coordinating %s-%d (epoch %d): %d offset records, %d groups restored",
+                 off.OFFSETS_TOPIC, idx, p.leader_epoch, count, restored)
+
+    # -- timers and rebalances --------------------------------------------------------------
+    def _still_coordinator(self, name: str) -> bool:
+        idx = self.partition_index(name)
+        pi = self.b.view.partition(off.OFFSETS_TOPIC, idx)
+        p = self.b.replicas.partitions.get((off.OFFSETS_TOPIC, idx))
+        return (pi is not None and pi.leader == self.b.node_id and p is not None
+                and self._loaded.get(idx) == p.leader_epoch == pi.leader_epoch)
+
+    def _sizes(self, topic: str) -> int | None:
+        t = self.b.view.topic(topic)
+        return len(t.partitions) if t is not None else None
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_MS / 1000)
+            try:
+                self._tick()
+            except Exception:  # a bug: keep the timers running
+                log.exception("group coordinator tick failed")
+
+    def _tick(self) -> None:
+        if not self.coord.groups:
+            return
+        for name in [g for g in self.coord.groups if not self._still_coordinator(g)]:
+            log.info("group %s: no longer its coordinator", name)
+            del self.coord.groups[name]
+            idx = self.partition_index(name)
+            self._loaded.pop(idx, None)
+        now = self.clock()
+        for group, member, why in self.coord.expire(now):
+            log.info("group %s: member %s removed (%s)", group, member, why)
+        for g in self.coord.due(now, self._sizes):
+            g.proposing = True
+            assert self._spawn is not None
+            self._spawn(self._rebalance(g), f"rebalance-{g.name}")
+
+    async def _rebalance(self, g: Group) -> None:
+        dirty_at = g.dirty_since_ms
+        try:
+            gen, protocol, assignment, sizes = self.coord.compute_target(g, self._sizes)
+            expected = g.generation
+            gi = self.b.view.group(g.name)
+            if gi is not None and gi.generation > expected:
+                gen, expected = gi.generation + 1, gi.generation
+            await self.b.call_controller("/v1/controller/group-assignment", {
+                "group": g.name, "generation": gen, "expected_generation": expected,
+                "protocol": protocol,
+                "assignment": {m: [list(tp) for tp in tps] for m, tps in assignment.items()}})
+            if self.coord.groups.get(g.name) is g:
+                self.coord.install(g, gen, protocol, assignment, sizes, dirty_at)
+                log.info("group %s: generation %d (%s), %d members", g.name, gen, protocol,
+                         len(assignment))
+        except RaftlogError as exc:
+            log.info("group %s: rebalance not committed (%s); retrying", g.name, exc)
+            gi = self.b.view.group(g.name)
+            if gi is not None and gi.generation > g.generation:
+                g.generation = gi.generation
+        except Exception:
+            log.exception("group %s: rebalance failed", g.name)
+        finally:
+            g.proposing = False
+
+    # -- offsets ----------------------------------------------------------------------------
+    async def commit(self, group: str, member_id: str, generation: int,
+                     entries: list[tuple[str, int, int, str]]) -> None:
+        p = await self.coordinate(group)
+        self.coord.check_commit(group, member_id, generation)
+        if not entries:
+            return
+        now = int(time.time() * 1000)
+        values = {(t, part): off.OffsetAndMetadata(o, md, now) for t, part, o, md in entries}
+        await self._append(p, [(off.offset_key(group, t, part), off.offset_value(om), None, now)
+                               for (t, part), om in values.items()])
+        cache = self.offsets.setdefault(group, {})
+        cache.update(values)
+
+    async def _append(self, p: Partition, records: list[tuple[Any, Any, Any, int]]) -> None:
+        now = int(time.time() * 1000)
+        res = p.append_leader(bytearray(batch_codec.encode(records)), -1, now)
+        nxt = res.last_offset + 1
+
+        async def acked() -> None:
+            await self.b.replicas.durable(p, nxt)
+            await p.wait_committed(nxt)
+            p.check_isr_after_append()
+        try:
+            await asyncio.wait_for(acked(), COMMIT_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            raise error(ErrorCode.REQUEST_TIMED_OUT,
+                        f"offset commit not replicated within {COMMIT_TIMEOUT_S:.0f} s") from None
+
+    async def fetch(self, group: str, tps: list[tuple[str, int]] | None
+                    ) -> list[dict[str, Any]]:
+        await self.coordinate(group)
+        cache = self.offsets.get(group, {})
+        keys = sorted(cache) if tps is None else tps
+        out = []
+        for t, part in keys:
+            om = cache.get((t, part))
+            out.append({"topic": t, "partition": part,
+                        "offset": om.offset if om else -1,
+                        "metadata": om.metadata if om else "",
+                        "commit_ms": om.commit_ms if om else -1})
+        return out
+
+    async def delete(self, group: str) -> dict[str, Any]:
+        p = await self.coordinate(group)
+        g = self.coord.groups.get(group)
+        if g is not None and g.members:
+            raise error(ErrorCode.NON_EMPTY_GROUP,
+                        f"group {group!r} has {len(g.members)} active members")
+        cache = self.offsets.get(group, {})
+        gi = self.b.view.group(group)
+        if not cache and gi is None and g is None:
+            raise error(ErrorCode.GROUP_ID_NOT_FOUND, f"no group {group!r}")
+        if cache:
+            now = int(time.time() * 1000)
+            await self._append(p, [(off.offset_key(group, t, part), None, None, now)
+                                   for t, part in sorted(cache)])
+        self.offsets.pop(group, None)
+        self.coord.groups.pop(group, None)
+        if gi is not None:
+            await self.b.call_controller("/v1/controller/delete-group",
+                                         {"group": group, "expected_generation": gi.generation})
+        return {"deleted": group, "offsets_deleted": len(cache)}
+
+    async def describe(self, group: str) -> dict[str, Any]:
+        await self.coordinate(group)
+        out = self.coord.describe(group)
+        if out["state"] == "Dead" and group in self.offsets:
+            out["state"] = "Empty"
+        out["offsets"] = await self.fetch(group, None)
+        out["coordinator_id"] = self.b.node_id
+        return out

@@ -1,0 +1,171 @@
+"""Consumer-group HTTP handlers (msgpack or JSON): find-coordinator, membership, offsets, admin.
+
+Owns decoding and checking the bodies of /v1/groups/* and the controller's group calls; the
+rules live in raftlog/groups/coordinator.py and the IO in raftlog/groups/service.py. See
+docs/protocol.md (Consumer groups) and docs/groups.md.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from raftlog.errors import ErrorCode, error
+from raftlog.groups.coordinator import DEFAULT_REBALANCE_TIMEOUT_MS, DEFAULT_SESSION_TIMEOUT_MS
+from raftlog.server.http import answer, field, read_body
+
+if TYPE_CHECKING:
+    from raftlog.server.broker import Broker
+
+
+def routes(broker: Broker) -> list[web.RouteDef]:
+    h = GroupHandlers(broker)
+    return [
+        web.post("/v1/groups/find-coordinator", h.find_coordinator),
+        web.post("/v1/groups/join", h.join),
+        web.post("/v1/groups/heartbeat", h.heartbeat),
+        web.post("/v1/groups/leave", h.leave),
+        web.post("/v1/groups/offset-commit", h.offset_commit),
+        web.post("/v1/groups/offset-fetch", h.offset_fetch),
+        web.post("/v1/groups/list", h.list_groups),
+        web.get("/v1/groups", h.list_groups),
+        web.post("/v1/groups/describe", h.describe),
+        web.post("/v1/groups/delete", h.delete),
+        web.post("/v1/controller/offsets-topic", h.ctl_offsets_topic),
+        web.post("/v1/controller/group-assignment", h.ctl_group_assignment),
+        web.post("/v1/controller/delete-group", h.ctl_delete_group),
+    ]
+
+
+def _tps(v: Any, name: str) -> list[tuple[str, int]]:
+    if not isinstance(v, list):
+        raise error(ErrorCode.INVALID_REQUEST, f"'{name}' must be a list of [topic, partition]")
+    out = []
+    for tp in v:
+        if isinstance(tp, dict):
+            tp = [tp.get("topic"), tp.get("partition")]
+        if not (isinstance(tp, (list, tuple)) and len(tp) == 2 and isinstance(tp[0], str)
+                and type(tp[1]) is int):
+            raise error(ErrorCode.INVALID_REQUEST, f"'{name}' entries must be [topic, partition]")
+        out.append((tp[0], tp[1]))
+    return out
+
+
+def _topics(body: dict[str, Any]) -> list[str] | None:
+    ts = body.get("topics")
+    if ts is None:
+        return None
+    if not isinstance(ts, list) or not all(isinstance(t, str) for t in ts):
+        raise error(ErrorCode.INVALID_REQUEST, "'topics' must be a list of topic names")
+    return ts
+
+
+class GroupHandlers:
+    def __init__(self, broker: Broker):
+        self.b = broker
+
+    @property
+    def svc(self) -> Any:
+        return self.b.groups
+
+    async def find_coordinator(self, request: web.Request) -> web.Response:
+        body = await read_body(request)
+        group = field(body, "group", str)
+        await self.svc.ensure_topic()
+        return answer(request, self.svc.find(group))
+
+    async def join(self, request: web.Request) -> web.Response:
+        body = await read_body(request)
+        group = field(body, "group", str)
+        await self.svc.coordinate(group)
+        topics = _topics(body) or []
+        res = self.svc.coord.join(
+            group, field(body, "member_id", str, "") or None,
+            field(body, "group_instance_id", str, "") or None, topics,
+            field(body, "session_timeout_ms", int, DEFAULT_SESSION_TIMEOUT_MS, lo=1),
+            field(body, "rebalance_timeout_ms", int, DEFAULT_REBALANCE_TIMEOUT_MS, lo=1),
+            field(body, "strategy", str, "range"),
+            request.remote or "", field(body, "client_id", str, ""),
+            _tps(body.get("owned") or [], "owned"), self.svc.clock())
+        return answer(request, res)
+
+    async def heartbeat(self, request: web.Request) -> web.Response:
+        body = await read_body(request)
+        group = field(body, "group", str)
+        await self.svc.coordinate(group)
+        res = self.svc.coord.heartbeat(
+            group, field(body, "member_id", str), field(body, "generation", int),
+            _tps(body.get("owned") or [], "owned"), self.svc.clock(), _topics(body))
+        return answer(request, res)
+
+    async def leave(self, request: web.Request) -> web.Response:
+        body = await read_body(request)
+        group = field(body, "group", str)
+        await self.svc.coordinate(group)
+        left = self.svc.coord.leave(group, field(body, "member_id", str, ""),
+                                    field(body, "group_instance_id", str, "") or None,
+                                    self.svc.clock())
+        return answer(request, {"left": left})
+
+    async def offset_commit(self, request: web.Request) -> web.Response:
+        body = await read_body(request)
+        group = field(body, "group", str)
+        entries = []
+        for e in field(body, "offsets", list):
+            if not (isinstance(e, dict) and isinstance(e.get("topic"), str)
+                    and type(e.get("partition")) is int and type(e.get("offset")) is int
+                    and e["offset"] >= 0):
+                raise error(ErrorCode.INVALID_REQUEST, "each offsets entry needs 'topic', "
+                            "'partition' and an 'offset' >= 0")
+            md = e.get("metadata") or ""
+            if not isinstance(md, str) or len(md) > 4096:
+                raise error(ErrorCode.INVALID_REQUEST, "'metadata' must be a string (<= 4096)")
+            entries.append((e["topic"], e["partition"], e["offset"], md))
+        await self.svc.commit(group, field(body, "member_id", str, ""),
+                              field(body, "generation", int, -1), entries)
+        return answer(request, {"committed": len(entries)})
+
+    async def offset_fetch(self, request: web.Request) -> web.Response:
+        body = await read_body(request)
+        group = field(body, "group", str)
+        tps = body.get("partitions")
+        res = await self.svc.fetch(group, None if tps is None else _tps(tps, "partitions"))
+        return answer(request, {"group": group, "offsets": res})
+
+    async def list_groups(self, request: web.Request) -> web.Response:
+        view = self.b.view
+        out = []
+        for name in sorted(view.groups):
+            gi = view.groups[name]
+            out.append({"group": name, "generation": gi.generation, "protocol": gi.protocol,
+                        "members": len(gi.assignment)})
+        return answer(request, {"groups": out})
+
+    async def describe(self, request: web.Request) -> web.Response:
+        body = await read_body(request)
+        return answer(request, await self.svc.describe(field(body, "group", str)))
+
+    async def delete(self, request: web.Request) -> web.Response:
+        body = await read_body(request)
+        return answer(request, await self.svc.delete(field(body, "group", str)))
+
+    # -- broker -> controller ---------------------------------------------------------------
+    async def ctl_offsets_topic(self, request: web.Request) -> web.Response:
+        body = await read_body(request)
+        self.b.require_controller()
+        return answer(request, await self.b.controller.ensure_offsets_topic(
+            field(body, "partitions", int, lo=1), field(body, "replication_factor", int, lo=1)))
+
+    async def ctl_group_assignment(self, request: web.Request) -> web.Response:
+        body = await read_body(request)
+        self.b.require_controller()
+        return answer(request, await self.b.controller.set_group_assignment(
+            field(body, "group", str), field(body, "generation", int, lo=0),
+            field(body, "expected_generation", int, lo=0), field(body, "protocol", str),
+            field(body, "assignment", dict)))
+
+    async def ctl_delete_group(self, request: web.Request) -> web.Response:
+        body = await read_body(request)
+        self.b.require_controller()
+        return answer(request, await self.b.controller.delete_group(
+            field(body, "group", str), field(body, "expected_generation", int, lo=0)))
