@@ -85,6 +85,31 @@ async def _long_poll(read_once: ReadOnce, max_wait_ms: int) -> list[dict[str, An
         await _wait_any(parts, left)
 
 
+def _offset_for_timestamp(p: Partition, ts: int) -> int:
+    """The earliest committed offset of a *record* whose timestamp is >= `ts`, or -1.
+
+    Storage finds the first batch whose max timestamp is >= `ts`; that batch may start with
+    older records, and it may be a control batch (a leader's epoch marker carries the broker's
+    clock, not the data's). So walk headers from there past control batches, and read the one
+    data batch that qualifies to find the record, as Kafka's ListOffsets does.
+    """
+    start = p.log.offset_for_timestamp(ts)
+    if start is None:
+        return -1
+    hw = p.hw
+    for h in p.log.iter_batch_headers(start):
+        if h.last_offset >= hw:
+            break
+        if h.is_control or h.max_timestamp < ts:
+            continue
+        if h.attributes & batch_codec.TIMESTAMP_LOG_APPEND:
+            return h.base_offset  # every record has the batch's append time
+        for r in batch_codec.decode(p.log.read(h.base_offset, h.size, hw)):
+            if r.timestamp >= ts:
+                return max(r.offset, start)
+    return -1
+
+
 class DataHandlers:
     def __init__(self, broker: Broker):
         self.b = broker
@@ -219,8 +244,7 @@ class DataHandlers:
                 elif ts == LIST_EARLIEST:
                     off = p.log_start_offset
                 else:
-                    found = p.log.offset_for_timestamp(ts)
-                    off = found if found is not None and found < p.hw else -1
+                    off = _offset_for_timestamp(p, ts)
                 out["offset"] = off
             except RaftlogError as exc:
                 _err(out, exc)
