@@ -14,8 +14,8 @@ Flow of one batch::
         retriable (NOT_LEADER, timeout, connection, NOT_ENOUGH_REPLICAS, ...)
                                 -> requeue at the front after retry_backoff_ms, same bytes and
                                    same sequence; refresh metadata when the error says so
-        OUT_OF_ORDER_SEQUENCE while an earlier batch of the partition is outstanding
-                                -> retriable (it overtook a retry)
+        OUT_OF_ORDER_SEQUENCE or UNKNOWN_PRODUCER_ID while an earlier batch of the partition
+        is outstanding          -> retriable (it overtook that batch on another connection)
         sequence broken (OUT_OF_ORDER at the head, UNKNOWN_PRODUCER_ID, a sequenced batch failed)
                                 -> fail that batch, and before sending more: wait for in-flight
                                    requests, get a new producer id, re-sequence pending batches
@@ -42,6 +42,8 @@ REQUEST_TIMEOUT_SLACK_MS = 1_000
 # Sequence numbers are int32 and wrap to 0, as Kafka's do.
 SEQUENCE_MAX = (1 << 31) - 1
 _SEQUENCE_BROKEN = {ErrorCode.UNKNOWN_PRODUCER_ID, ErrorCode.INVALID_PRODUCER_EPOCH}
+# What a batch that reached the broker before an earlier one of its partition is answered.
+_OVERTAKEN = {ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER, ErrorCode.UNKNOWN_PRODUCER_ID}
 
 
 class Sender:
@@ -242,10 +244,12 @@ class Sender:
             if code is ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER or code in _SEQUENCE_BROKEN:
                 q = self.acc.queues[(b.topic, b.partition)]
                 overtook = bool(q.outstanding) and q.outstanding[0] is not b
-                if (overtook and code is ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER) or \
-                        self._pid_reset or stale_pid:
-                    # An earlier batch is being retried, or a new producer id is on its way:
-                    # this batch was not written; send it again in order.
+                if (overtook and code in _OVERTAKEN) or self._pid_reset or stale_pid:
+                    # An earlier batch is in flight or being retried (in-flight requests travel
+                    # on separate connections, so a later one can reach the broker first: a gap,
+                    # or an unknown producer when the earlier one holds sequence 0), or a new
+                    # producer id is on its way: this batch was not written; send it again in
+                    # order.
                     if self._pid_reset or stale_pid:
                         b.base_sequence = NO_SEQUENCE
                         b.encoded = None
