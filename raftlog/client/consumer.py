@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable
 from raftlog.client.client import Client
 from raftlog.client.errors import IllegalStateError, NoOffsetForPartitionError
 from raftlog.client.fetcher import Fetcher
+from raftlog.client.group_consumer import GroupConsumerMixin
 from raftlog.client.structs import ConsumerRecord, OffsetAndTimestamp, TopicPartition
 from raftlog.client.subscription import RESET_NONE, RESET_TIMESTAMP, SubscriptionState
 
@@ -27,7 +28,7 @@ KIB = 1024
 MIB = 1024 * KIB
 
 
-class Consumer:
+class Consumer(GroupConsumerMixin):
     def __init__(self, *topics: str,
                  bootstrap_servers: str | Iterable[str] = "127.0.0.1:9091",
                  group_id: str | None = None,
@@ -43,11 +44,22 @@ class Consumer:
                  metadata_max_age_ms: int = 300_000,
                  key_deserializer: Callable[[bytes | None], Any] | None = None,
                  value_deserializer: Callable[[bytes | None], Any] | None = None,
-                 client_id: str = "raftlog-consumer") -> None:
-        if group_id is not None:
-            raise IllegalStateError("consumer groups are not implemented yet: leave group_id "
-                                    "unset and use assign() (or pass topics to read every "
-                                    "partition)")
+                 client_id: str = "raftlog-consumer",
+                 # -- consumer groups (raftlog/client/group_consumer.py) --
+                 group_instance_id: str | None = None,
+                 enable_auto_commit: bool = True,
+                 auto_commit_interval_ms: int = 5_000,
+                 session_timeout_ms: int = 10_000,
+                 heartbeat_interval_ms: int = 3_000,
+                 max_poll_interval_ms: int = 300_000,
+                 partition_assignment_strategy: str = "range") -> None:
+        self._group_init(group_id, group_instance_id=group_instance_id,
+                         enable_auto_commit=enable_auto_commit,
+                         auto_commit_interval_ms=auto_commit_interval_ms,
+                         session_timeout_ms=session_timeout_ms,
+                         heartbeat_interval_ms=heartbeat_interval_ms,
+                         max_poll_interval_ms=max_poll_interval_ms,
+                         strategy=partition_assignment_strategy, client_id=client_id)
         if max_poll_records is not None and max_poll_records < 1:
             raise ValueError(f"max_poll_records must be >= 1, got {max_poll_records}")
         self.client_id = client_id
@@ -77,6 +89,9 @@ class Consumer:
         await self.client.start()
         self._fetcher = Fetcher(self.client, self.subscription, **self._fetch_cfg)
         self._fetcher.start()
+        if self.group_id is not None:      # the group assigns partitions: subscribe, not assign
+            self._group_start()
+            return
         if self._topics:
             try:
                 tps = []
@@ -89,6 +104,8 @@ class Consumer:
                 raise
 
     async def stop(self) -> None:
+        if not self._closed:
+            await self._group_stop()
         self._closed = True
         if self._fetcher is not None:
             self._fetcher.data_ready.set()  # wake getone()/async-for waiters so they end
@@ -223,6 +240,7 @@ class Consumer:
         """Records fetched so far for `partitions` (all assigned when none given); waits up to
         `timeout_ms` when there are none. Positions move past what is returned."""
         fetcher = self._running()
+        self._group_polled()
         tps = [self._assigned(tp) for tp in partitions] or self.subscription.assigned()
         tps = [tp for tp in tps if not self.subscription.state(tp).paused]
         if max_records is None:

@@ -8,7 +8,7 @@ import pytest
 
 from raftlog.client.consumer import Consumer
 from raftlog.client.errors import IllegalStateError, NoOffsetForPartitionError
-from raftlog.client.fetcher import decode_records
+from raftlog.client.fetcher import FetchResult, decode_records
 from raftlog.client.producer import Producer
 from raftlog.client.structs import ConsumerRecord, TopicPartition as TP
 from raftlog.codec import batch as codec
@@ -204,8 +204,10 @@ async def test_pause_resume_and_misuse(fake):
     c = consumer(fake, auto_offset_reset="earliest")
     with pytest.raises(IllegalStateError):
         c.assign([T0])
-    with pytest.raises(IllegalStateError):
-        Consumer(group_id="g")
+    with pytest.raises(IllegalStateError):      # groups: subscribe needs a started consumer
+        Consumer(group_id="g").subscribe(["t"])
+    with pytest.raises(IllegalStateError):      # and commit needs a group
+        await c.commit()
     async with c:
         c.assign([T0])
         c.pause(T0)
@@ -240,6 +242,49 @@ def _stamped(raw: bytes, base: int) -> bytes:
     buf = bytearray(raw)
     codec.stamp(buf, base, 0)
     return bytes(buf)
+
+
+def test_fetch_result_unpacks_one_whole_batch_at_a_time_skipping_control():
+    def batch(base, values, control=False):
+        raw = bytearray(codec.encode([(None, v, None, 7_000) for v in values],
+                                     attributes=codec.CONTROL if control else 0))
+        codec.stamp(raw, base, 0)
+        return bytes(raw)
+
+    raw = (batch(0, [b"a", b"b", b"c"]) + batch(3, [b"m"], control=True)
+           + batch(4, [b"d", b"e"]) + batch(6, [b"f"]))
+    res = FetchResult(0, raw + raw[:20], 7)  # a trailing partial batch is ignored
+    res.unpack_next("t", 0, 1)  # from offset 1: b, c
+    assert (res.offset, res.index, [r[2] for r in res.body]) == (0, 1, [b"a", b"b", b"c"])
+    res.unpack_next("t", 0, 3)  # the control batch is skipped
+    assert (res.offset, res.index, res.timestamp) == (4, 0, 7_000)
+    res.unpack_next("t", 0, 6)
+    assert res.offset == 6 and res.raw is not None
+    res.unpack_next("t", 0, 7)
+    assert res.raw is None and res.body == ()
+    assert [(r.offset, r.value) for r in decode_records("t", 0, raw, 2)] == \
+        [(2, b"c"), (4, b"d"), (5, b"e"), (6, b"f")]
+
+
+async def test_small_max_records_walk_a_multi_batch_answer_in_order(fake):
+    for b in range(3):
+        await produce(fake, 0, [b"%d-%d" % (b, i) for i in range(5)])
+    async with consumer(fake, auto_offset_reset="earliest") as c:
+        c.assign([T0])
+        c.seek(T0, 2)
+        seen = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while len(seen) < 13:
+            assert loop.time() < deadline
+            got = await c.getmany(timeout_ms=200, max_records=3)
+            assert len(got.get(T0, [])) <= 3
+            seen += got.get(T0, [])
+            if got:
+                assert await c.position(T0) == seen[-1].offset + 1
+        assert [r.offset for r in seen] == list(range(2, 15))
+        assert [r.value for r in seen][:4] == [b"0-2", b"0-3", b"0-4", b"1-0"]
+        assert await c.getmany(timeout_ms=100) == {}
 
 
 async def test_async_for_ends_when_the_consumer_stops(fake):

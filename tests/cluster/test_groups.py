@@ -1,0 +1,358 @@
+"""Consumer groups on real 3-node clusters (issue 6, item 6).
+
+- 3 consumers on 6 partitions: 2 each, disjoint, union is everything; a 7th stays idle and takes
+  over when a member leaves;
+- two groups on one topic each receive every record;
+- stale-generation commits are refused (raw protocol and the Consumer's CommitFailedError);
+- SIGKILL of a consumer process: its partitions move to the survivors within the session
+  timeout plus a margin;
+- at-least-once: worker processes commit after processing; randomly SIGKILLed and restarted
+  during the run, no record goes unprocessed;
+- SIGKILL of the coordinator's node: the group carries on from its committed offsets.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pytest
+
+from raftlog.client import Admin, Consumer, Producer, TopicPartition
+from raftlog.client.group_coordinator import CommitFailedError
+from raftlog.errors import ErrorCode
+from raftlog.testing.cluster import HttpError, ProcessCluster, post_msgpack
+
+pytestmark = pytest.mark.cluster
+
+LAG_TOML = "[replication]\nreplica_lag_time_max_ms = 1500\nreplica_fetch_wait_max_ms = 300\n"
+FAST = dict(session_timeout_ms=2000, heartbeat_interval_ms=200, auto_offset_reset="earliest")
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    c = ProcessCluster(str(tmp_path_factory.mktemp("groups-shared")), 3, extra_toml=LAG_TOML)
+    try:
+        c.start()
+        c.wait_ready(40)
+        yield c
+    finally:
+        c.stop()
+
+
+async def eventually(pred: Any, timeout_s: float, what: str) -> Any:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        v = pred()
+        if asyncio.iscoroutine(v):
+            v = await v
+        if v:
+            return v
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def make_topic(c: ProcessCluster, name: str, partitions: int = 6) -> None:
+    async with Admin(c.bootstrap) as a:
+        await a.create_topic(name, partitions=partitions, replication_factor=3)
+
+
+async def produce(c: ProcessCluster, topic: str, n: int, partitions: int = 6) -> None:
+    async with Producer(bootstrap_servers=c.bootstrap, acks="all", linger_ms=5) as p:
+        for i in range(n):
+            p.send(topic, b"v%d" % i, partition=i % partitions)
+        await p.flush()
+
+
+def owned(consumers: list[Consumer]) -> list[set[TopicPartition]]:
+    return [c.assignment() for c in consumers]
+
+
+def balanced(consumers: list[Consumer], total: int, sizes: list[int]) -> bool:
+    sets = owned(consumers)
+    union = set().union(*sets)
+    return (sum(len(s) for s in sets) == len(union) == total
+            and sorted(len(s) for s in sets) == sorted(sizes))
+
+
+async def start_consumers(c: ProcessCluster, n: int, topic: str, group: str,
+                          **kw: Any) -> list[Consumer]:
+    out = []
+    for i in range(n):
+        cons = Consumer(topic, bootstrap_servers=c.bootstrap, group_id=group,
+                        client_id=f"{group}-{len(out)}", **{**FAST, **kw})
+        await cons.start()
+        out.append(cons)
+    return out
+
+
+async def drain(consumers: list[Consumer], want: int, timeout_s: float) -> list[tuple[int, int]]:
+    """Poll every consumer until `want` distinct (partition, offset) were seen."""
+    seen: list[tuple[int, int]] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while len(set(seen)) < want:
+        assert loop.time() < deadline, f"saw {len(set(seen))} of {want} records"
+        for cons in consumers:
+            for tp, recs in (await cons.getmany(timeout_ms=50)).items():
+                seen += [(tp.partition, r.offset) for r in recs]
+    return seen
+
+
+# -- membership -------------------------------------------------------------------------------
+async def test_three_split_six_then_seventh_idle_takes_over(shared):
+    await make_topic(shared, "split")
+    cs = await start_consumers(shared, 3, "split", "g-split")
+    try:
+        await eventually(lambda: balanced(cs, 6, [2, 2, 2]) and [c.group_id for c in cs],
+                         15, "3 x 2 partitions")
+        more = await start_consumers(shared, 4, "split", "g-split")
+        cs += more
+        await eventually(lambda: balanced(cs, 6, [1] * 6 + [0]), 15, "6 x 1 and one idle")
+        idle = next(c for c in cs if not c.assignment())
+        leaving = next(c for c in cs if c.assignment())
+        lost = leaving.assignment()
+        await leaving.stop()
+        cs.remove(leaving)
+        assert len(lost) == 1
+        await eventually(lambda: len(idle.assignment()) == 1 and balanced(cs, 6, [1] * 6),
+                         10, f"the idle consumer takes over ({owned(cs)})")
+        # the records of every partition reach exactly the current owners
+        await produce(shared, "split", 60)
+        seen = await drain(cs, 60, 20)
+        assert len(set(seen)) == 60
+    finally:
+        for c in cs:
+            await c.stop()
+
+
+async def test_two_groups_each_receive_everything(shared):
+    await make_topic(shared, "fanout")
+    await produce(shared, "fanout", 120)
+    a = await start_consumers(shared, 2, "fanout", "g-fan-a")
+    b = await start_consumers(shared, 3, "fanout", "g-fan-b")
+    try:
+        sa = await drain(a, 120, 30)
+        sb = await drain(b, 120, 30)
+        assert set(sa) == set(sb) and len(set(sa)) == 120
+    finally:
+        for c in a + b:
+            await c.stop()
+
+
+async def test_stale_generation_commit_refused(shared):
+    await make_topic(shared, "stale", 2)
+    fc = post_msgpack(shared.url(1, "/v1/groups/find-coordinator"), {"group": "g-stale"})
+    url = fc["url"]
+
+    def call(path: str, body: dict) -> Any:
+        return post_msgpack(url + path, {"group": "g-stale", **body})
+
+    j = call("/v1/groups/join", {"topics": ["stale"], "session_timeout_ms": 5000})
+    m1 = j["member_id"]
+    deadline = time.monotonic() + 10
+    while True:
+        h1 = call("/v1/groups/heartbeat", {"member_id": m1, "generation": j["generation"],
+                                          "owned": []})
+        if h1["generation"] >= 1 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    gen1 = h1["generation"]
+    assert gen1 >= 1
+    call("/v1/groups/offset-commit", {"member_id": m1, "generation": gen1,
+                                      "offsets": [{"topic": "stale", "partition": 0,
+                                                   "offset": 1}]})
+    m2 = call("/v1/groups/join", {"topics": ["stale"], "session_timeout_ms": 5000})["member_id"]
+    while True:   # m1 hears about the new generation
+        h1 = call("/v1/groups/heartbeat", {"member_id": m1, "generation": gen1,
+                                          "owned": h1["assignment"]})
+        if h1["generation"] > gen1:
+            break
+        assert time.monotonic() < deadline + 10, "no new generation after a second join"
+        time.sleep(0.05)
+    with pytest.raises(HttpError) as e:
+        call("/v1/groups/offset-commit", {"member_id": m1, "generation": gen1,
+                                          "offsets": [{"topic": "stale", "partition": 0,
+                                                       "offset": 2}]})
+    assert e.value.body["error"] == "ILLEGAL_GENERATION"
+    with pytest.raises(HttpError) as e:
+        call("/v1/groups/offset-commit", {"member_id": "ghost", "generation": h1["generation"],
+                                          "offsets": [{"topic": "stale", "partition": 0,
+                                                       "offset": 2}]})
+    assert e.value.body["error"] == "UNKNOWN_MEMBER_ID"
+    got = call("/v1/groups/offset-fetch", {"partitions": [["stale", 0]]})["offsets"][0]
+    assert got["offset"] == 1
+    # reset (a member-less commit) is refused while the group has members
+    with pytest.raises(HttpError) as e:
+        call("/v1/groups/offset-commit", {"offsets": [{"topic": "stale", "partition": 0,
+                                                       "offset": 0}]})
+    assert e.value.body["error"] == "NON_EMPTY_GROUP"
+    call("/v1/groups/leave", {"member_id": m1})
+    call("/v1/groups/leave", {"member_id": m2})
+
+    # the Consumer: a member that was fenced gets CommitFailedError
+    [cons] = await start_consumers(shared, 1, "stale", "g-stale-2")
+    try:
+        await eventually(lambda: len(cons.assignment()) == 2, 10, "assignment")
+        g = cons._group
+        assert g is not None
+        with pytest.raises(CommitFailedError) as ce:
+            await g.commit({TopicPartition("stale", 0): 1}, generation=g.generation - 1)
+        assert ce.value.code is ErrorCode.ILLEGAL_GENERATION
+        await cons.commit({TopicPartition("stale", 1): 7})
+        assert await cons.committed(TopicPartition("stale", 1)) == 7
+    finally:
+        await cons.stop()
+
+
+# -- processes --------------------------------------------------------------------------------
+def spawn_worker(c: ProcessCluster, topic: str, group: str, out: str, name: str,
+                 session_ms: int = 2000) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "raftlog.testing.group_worker", c.bootstrap, topic, group, out,
+         name, str(session_ms)], stdout=subprocess.DEVNULL, stderr=open(out + ".err", "ab"),
+        start_new_session=True)
+
+
+def read_assign(path: str) -> set[int] | None:
+    try:
+        with open(path) as fh:
+            return {int(x) for x in fh.read().split()}
+    except (OSError, ValueError):
+        return None
+
+
+async def test_sigkill_consumer_moves_its_partitions(shared, tmp_path):
+    await make_topic(shared, "killme")
+    out = str(tmp_path / "w")
+    proc = spawn_worker(shared, "killme", "g-kill", out, "victim", session_ms=2000)
+    cs: list[Consumer] = []
+    try:
+        cs = await start_consumers(shared, 2, "killme", "g-kill")
+        await eventually(lambda: balanced(cs, 4, [2, 2])
+                         and len(read_assign(out + ".assign") or ()) == 2, 20,
+                         "3 members with 2 partitions each")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        t0 = time.monotonic()
+        await eventually(lambda: balanced(cs, 6, [3, 3]), 2.0 + 3.0,
+                         "survivors own all 6 within session timeout + 3 s")
+        print(f"partitions moved {time.monotonic() - t0:.2f}s after SIGKILL")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for c in cs:
+            await c.stop()
+
+
+async def test_at_least_once_with_killed_and_restarted_consumers(shared, tmp_path):
+    await make_topic(shared, "alo")
+    total = 3000
+    procs: dict[int, subprocess.Popen] = {}
+    outs = [str(tmp_path / f"w{i}") for i in range(3)]
+    rng = random.Random(1)
+    try:
+        for i in range(3):
+            procs[i] = spawn_worker(shared, "alo", "g-alo", outs[i], f"w{i}")
+        producer = asyncio.ensure_future(produce_slowly(shared, "alo", total))
+        for _ in range(4):
+            await asyncio.sleep(rng.uniform(0.8, 1.5))
+            i = rng.randrange(3)
+            os.kill(procs[i].pid, signal.SIGKILL)
+            procs[i].wait()
+            procs[i] = spawn_worker(shared, "alo", "g-alo", outs[i], f"w{i}")
+        await producer
+
+        def processed() -> set[tuple[int, int]]:
+            out: set[tuple[int, int]] = set()
+            for o in outs:
+                try:
+                    with open(o) as fh:
+                        out |= {tuple(map(int, line.split())) for line in fh if line.strip()}
+                except OSError:
+                    pass
+            return out
+
+        async with Consumer(bootstrap_servers=shared.bootstrap) as probe:
+            ends = await probe.end_offsets([TopicPartition("alo", p) for p in range(6)])
+        # every offset of every partition that holds data (epoch markers excluded by the
+        # consumer: compare against the records a plain reader sees)
+        want = set()
+        async with Consumer("alo", bootstrap_servers=shared.bootstrap,
+                            auto_offset_reset="earliest") as reader:
+            while len(want) < total:
+                for tp, recs in (await reader.getmany(timeout_ms=500)).items():
+                    want |= {(tp.partition, r.offset) for r in recs}
+        assert sum(ends.values()) >= total
+        await eventually(lambda: want <= processed(), 30,
+                         "every produced record processed at least once")
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs.values():
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+async def produce_slowly(c: ProcessCluster, topic: str, n: int) -> None:
+    async with Producer(bootstrap_servers=c.bootstrap, acks="all", linger_ms=5) as p:
+        for start in range(0, n, 100):
+            for i in range(start, min(n, start + 100)):
+                p.send(topic, b"v%d" % i, partition=i % 6)
+            await p.flush()
+            await asyncio.sleep(0.05)
+
+
+# -- coordinator failover ---------------------------------------------------------------------
+async def test_sigkill_coordinator_node_group_continues(tmp_path):
+    c = ProcessCluster(str(tmp_path / "c"), 3, extra_toml=LAG_TOML)
+    try:
+        c.start()
+        c.wait_ready(40)
+        await make_topic(c, "fo")
+        await produce(c, "fo", 60)
+        cs = await start_consumers(c, 2, "fo", "g-fo", enable_auto_commit=False)
+        seen = await drain(cs, 60, 20)
+        for cons in cs:
+            await cons.commit()
+        committed = {p: await cs[0].committed(TopicPartition("fo", p)) for p in range(6)}
+        assert all(v is not None and v >= 10 for v in committed.values()), committed
+        fc = post_msgpack(c.url(1, "/v1/groups/find-coordinator"), {"group": "g-fo"})
+        victim = fc["coordinator_id"]
+        c.kill(victim, signal.SIGKILL)
+        t0 = time.monotonic()
+
+        async def moved() -> bool:
+            live = [i for i in c.live_nodes()]
+            try:
+                f = post_msgpack(c.url(live[0], "/v1/groups/find-coordinator"),
+                                 {"group": "g-fo"}, timeout_s=2)
+            except Exception:
+                return False
+            return f["coordinator_id"] != victim
+        await eventually(moved, 20, "a new coordinator")
+        # committed offsets survived; the group keeps consuming new records
+        again = {p: await cs[0].committed(TopicPartition("fo", p)) for p in range(6)}
+        assert again == committed
+        await produce(c, "fo", 60)
+        more = await drain(cs, 60, 30)
+        assert len(set(more) - set(seen)) == 60     # new records only: it resumed, not rewound
+        print(f"group continued {time.monotonic() - t0:.2f}s after the coordinator's SIGKILL")
+        for cons in cs:
+            await cons.commit()
+        after = {p: await cs[0].committed(TopicPartition("fo", p)) for p in range(6)}
+        assert all(after[p] >= committed[p] + 10 for p in range(6)), (committed, after)
+        for cons in cs:
+            await cons.stop()
+    finally:
+        c.stop()
