@@ -21,6 +21,8 @@ import asyncio
 import logging
 import zlib
 from collections import deque
+from itertools import repeat
+from operator import add, itemgetter
 from typing import Any
 
 import msgpack
@@ -39,33 +41,75 @@ _new = tuple.__new__
 
 
 class FetchResult:
-    """One partition's records from one fetch answer."""
+    """One partition's records from one fetch answer, decoded one batch at a time.
 
-    __slots__ = ("generation", "raw", "records", "index", "next_offset", "size")
+    `raw[pos:]` holds the batches not unpacked yet (`raw` is None once none is left); `body`
+    holds the unpacked records of the current batch as msgpack gives them (plain tuples) and
+    `body[index:]` are the ones not handed out yet, the first at offset `offset + index`.
+    ConsumerRecords are built only for the records a getmany() takes: they are tuple
+    subclasses, which CPython's GC never untracks, so building them ahead of the caller would
+    keep a large tracked set alive for every full collection to walk.
+    """
+
+    __slots__ = ("generation", "raw", "pos", "body", "index", "offset", "timestamp",
+                 "log_append", "next_offset", "size")
 
     def __init__(self, generation: int, raw: bytes, next_offset: int) -> None:
         self.generation = generation
         self.raw: bytes | None = raw
-        self.records: list[ConsumerRecord] | None = None
+        self.pos = 0
+        self.body: tuple = ()
         self.index = 0
+        self.offset = 0
+        self.timestamp = 0        # the batch's first timestamp, or its log-append time
+        self.log_append = False
         self.next_offset = next_offset  # offset after the last batch of `raw`
         self.size = len(raw)
 
+    def unpack_next(self, topic: str, partition: int, position: int) -> None:
+        """Unpack the next batch holding records at or above `position` into `body`
+        (or set `raw` to None when no whole batch is left)."""
+        raw = self.raw
+        assert raw is not None
+        found = _next_batch(topic, partition, raw, self.pos, position)
+        if found is None:
+            self.raw = None
+            self.body = ()
+            self.index = 0
+            return
+        self.pos, h, body, skip = found
+        if self.pos >= len(raw):
+            self.raw = None  # this was the last batch
+        self.body = body
+        self.index = skip
+        self.offset = h.base_offset
+        self.log_append = bool(h.attributes & codec.TIMESTAMP_LOG_APPEND)
+        self.timestamp = h.max_timestamp if self.log_append else h.first_timestamp
 
-def decode_records(topic: str, partition: int, raw: bytes | memoryview,
-                   position: int) -> list[ConsumerRecord]:
-    """ConsumerRecords of the whole batches in `raw`, skipping offsets below `position` and
-    control batches, CRC checked. One msgpack call per batch; one tuple per record."""
-    out: list[ConsumerRecord] = []
+
+_ts_delta, _key, _value, _headers = (itemgetter(i) for i in range(4))
+
+
+def _next_batch(topic: str, partition: int, raw: bytes | memoryview, start: int, position: int
+                ) -> tuple[int, codec.BatchHeader, tuple, int] | None:
+    """The first whole, non-control batch of `raw` from byte `start` with records at or above
+    `position`, CRC checked and unpacked: (byte position after it, header, records as msgpack
+    tuples, how many of them lie below `position`); None when there is none."""
     mv = memoryview(raw)
-    for pos, h in codec.iter_batches(mv):
+    total = len(mv)
+    pos = start
+    while total - pos >= codec.HEADER_SIZE:
+        h = codec.peek(mv, pos)
+        end = pos + h.size
+        if end > total:
+            return None
+        batch_start, pos = pos, end
         if h.next_offset <= position or h.is_control:
             continue
-        end = pos + h.size
-        if crc32c(mv[pos + codec.CRC_START:end]) != h.crc:
+        if crc32c(mv[batch_start + codec.CRC_START:end]) != h.crc:
             raise CorruptBatchError(
                 f"{topic}-{partition}: CRC mismatch in batch at offset {h.base_offset}")
-        payload = mv[pos + codec.HEADER_SIZE:end]
+        payload = mv[batch_start + codec.HEADER_SIZE:end]
         if h.codec == codec.CODEC_GZIP:
             try:
                 payload = zlib.decompress(payload)
@@ -83,23 +127,54 @@ def decode_records(topic: str, partition: int, raw: bytes | memoryview,
             raise CorruptBatchError(f"{topic}-{partition}: batch at offset {h.base_offset} "
                                     f"says {h.record_count} records, holds "
                                     f"{len(body) if isinstance(body, tuple) else 'no list'}")
-        base = h.base_offset
-        skip = position - base if position > base else 0
-        try:
-            if h.attributes & codec.TIMESTAMP_LOG_APPEND:
-                ts = h.max_timestamp
-                out.extend([_new(ConsumerRecord, (topic, partition, base + i, ts, r[1], r[2],
-                                                  r[3] or ()))
-                            for i, r in enumerate(body[skip:], skip)])
-            else:
-                ts0 = h.first_timestamp
-                out.extend([_new(ConsumerRecord, (topic, partition, base + i, ts0 + r[0], r[1],
-                                                  r[2], r[3] or ()))
-                            for i, r in enumerate(body[skip:], skip)])
-        except (TypeError, IndexError) as exc:
-            raise CorruptBatchError(f"{topic}-{partition}: malformed record in batch at offset "
-                                    f"{base}: {exc}") from None
-    return out
+        skip = position - h.base_offset if position > h.base_offset else 0
+        return pos, h, body, skip
+    return None
+
+
+def make_records(topic: str, partition: int, first_offset: int, body: tuple,
+                 timestamp: int, log_append: bool) -> list[ConsumerRecord]:
+    """ConsumerRecords of msgpack record tuples `body` (the first at `first_offset`) of a batch
+    whose first timestamp (or log-append time, when `log_append`) is `timestamp`.
+
+    Per record only C-level loops (map/zip over the records' columns) and one ConsumerRecord;
+    headers are the tuples msgpack already returns (use_list=False), not rebuilt.
+    """
+    try:
+        headers = list(map(_headers, body))
+        if headers.count(None) == len(headers):
+            hs: Any = repeat(())
+        else:
+            hs = [x or () for x in headers]
+        if log_append:
+            ts: Any = repeat(timestamp)
+        else:
+            deltas = list(map(_ts_delta, body))
+            ts = (repeat(timestamp) if deltas.count(0) == len(deltas)
+                  else map(add, repeat(timestamp), deltas))
+        return list(map(_new, repeat(ConsumerRecord),
+                        zip(repeat(topic), repeat(partition),
+                            range(first_offset, first_offset + len(body)),
+                            ts, map(_key, body), map(_value, body), hs)))
+    except (TypeError, IndexError) as exc:
+        raise CorruptBatchError(f"{topic}-{partition}: malformed record in batch with offsets "
+                                f"from {first_offset}: {exc}") from None
+
+
+def decode_records(topic: str, partition: int, raw: bytes | memoryview,
+                   position: int) -> list[ConsumerRecord]:
+    """ConsumerRecords of the whole batches in `raw`, skipping offsets below `position` and
+    control batches, CRC checked."""
+    out: list[ConsumerRecord] = []
+    pos = 0
+    while True:
+        found = _next_batch(topic, partition, raw, pos, position)
+        if found is None:
+            return out
+        pos, h, body, skip = found
+        ts_mode = bool(h.attributes & codec.TIMESTAMP_LOG_APPEND)
+        out += make_records(topic, partition, h.base_offset + skip, body[skip:] if skip else body,
+                            h.max_timestamp if ts_mode else h.first_timestamp, ts_mode)
 
 
 class Fetcher:
@@ -399,35 +474,42 @@ class Fetcher:
                 if res.generation != st.generation or st.position is None:
                     self._drop_buffer(tp)
                     break
-                recs = res.records
-                if recs is None:
-                    assert res.raw is not None
+                body = res.body
+                i = res.index
+                if i >= len(body):
+                    if res.raw is None:  # every record of this answer was handed out
+                        buf.popleft()
+                        self._buffered_bytes[tp] -= res.size
+                        if st.position < res.next_offset:
+                            st.position = res.next_offset  # skip control batches at its end
+                        freed = True
+                        continue
                     try:
-                        recs = res.records = decode_records(tp.topic, tp.partition, res.raw,
-                                                            st.position)
+                        res.unpack_next(tp.topic, tp.partition, st.position)
                     except CorruptBatchError:
                         self._drop_buffer(tp)
                         raise
-                    res.raw = None
-                i = res.index
-                if i == 0 and len(recs) <= budget:
-                    take = recs
+                    continue
+                k = len(body) - i
+                if k > budget:
+                    k = budget
+                first = res.offset + i
+                take = make_records(tp.topic, tp.partition, first,
+                                    body if k == len(body) else body[i:i + k],
+                                    res.timestamp, res.log_append)
+                res.index = i + k
+                got = out.get(tp)
+                if got is None:
+                    out[tp] = take
                 else:
-                    take = recs[i:i + budget]
-                if take:
-                    got = out.get(tp)
-                    if got is None:
-                        out[tp] = take if take is not recs else list(recs)
-                    else:
-                        got.extend(take)
-                    st.position = take[-1].offset + 1
-                    res.index = i + len(take)
-                    budget -= len(take)
-                if res.index >= len(recs):
+                    got += take
+                st.position = first + k
+                budget -= k
+                if res.raw is None and res.index >= len(body):
                     buf.popleft()
                     self._buffered_bytes[tp] -= res.size
                     if st.position < res.next_offset:
-                        st.position = res.next_offset  # nothing left below it in this answer
+                        st.position = res.next_offset
                     freed = True
             if buf is not None and not buf:
                 self._buffers.pop(tp, None)
