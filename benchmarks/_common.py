@@ -865,3 +865,37 @@ class ClientProfile:
         for f, c in sorted(ours, key=lambda x: -x[1])[:top]:
             out.append(f"    {100 * c / total:5.1f}%  {f}")
         return out
+
+
+class GcMeter:
+    """Collections per generation and the time spent in them (gc.callbacks) over a phase."""
+
+    def __init__(self) -> None:
+        self.count = [0, 0, 0]
+        self.seconds = [0.0, 0.0, 0.0]
+        self._t = 0.0
+
+    def _cb(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._t = time.perf_counter()
+        else:
+            g = info["generation"]
+            self.count[g] += 1
+            self.seconds[g] += time.perf_counter() - self._t
+
+    def __enter__(self) -> "GcMeter":
+        import gc
+        gc.callbacks.append(self._cb)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        import gc
+        gc.callbacks.remove(self._cb)
+
+    def report(self, elapsed_s: float) -> str:
+        import gc
+        total = sum(self.seconds)
+        return (f"gc: {'enabled' if gc.isenabled() else 'DISABLED'} threshold {gc.get_threshold()}, "
+                f"collections gen0/1/2 {self.count[0]}/{self.count[1]}/{self.count[2]}, "
+                f"{total:.2f} s in GC ({100 * total / max(elapsed_s, 1e-9):.0f}% of the phase; "
+                f"gen2 {self.seconds[2]:.2f} s)")

@@ -41,7 +41,7 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import (MIB, ClientProfile, CpuMeter, PerfProducer, ProduceStats,  # noqa: E402
+from _common import (MIB, ClientProfile, CpuMeter, GcMeter, PerfProducer, ProduceStats,  # noqa: E402
                      Router, add_cluster_args, cancel_hard_limit, cluster_urls,
                      default_batch_records, ensure_topic, install_hard_limit,
                      kafka_producer_line, log, new_session, progress_loop, start_py_spy,
@@ -245,11 +245,12 @@ async def run_client(args: argparse.Namespace, urls: list[str], topic: str, n_pa
         spies = (start_py_spy(args.py_spy, node_pids, args.max_seconds)
                  if args.py_spy and node_pids else [])
         profile = ClientProfile(args.profile, args.max_seconds)
+        gcm = GcMeter()
         meter = CpuMeter(node_pids).start()
         t0 = time.monotonic()
         prog = asyncio.create_task(progress_loop(stats, args.record_size))
         try:
-            with profile:
+            with profile, gcm:
                 deadline = t0 + args.max_seconds
                 if send_mode:
                     sent = await send_loop(prod, topic, args, acks, t0, deadline)
@@ -272,8 +273,9 @@ async def run_client(args: argparse.Namespace, urls: list[str], topic: str, n_pa
     if stats.acked_records < args.num_records:
         lines.append(f"note: {args.num_records - stats.acked_records} records not sent/acked "
                      f"(--max-seconds {args.max_seconds:.0f} or failures)")
+    lines.append(gcm.report(elapsed))
     lines += profile.report(args.profile_top, stats.acked_records)
-    lines.append(meter.report())
+    lines.append(meter.report() + f"; client CPU {1e6 * meter.me / max(1, stats.acked_records):.2f} µs/record")
     if spies:
         lines.append(f"py-spy stacks in {args.py_spy}/node-N.txt")
     lines.append(kafka_producer_line(stats, elapsed, args.record_size))
@@ -314,11 +316,12 @@ async def run_raw(args: argparse.Namespace, session, router: Router, topic: str,
     spies = (start_py_spy(args.py_spy, node_pids, args.max_seconds)
              if args.py_spy and node_pids else [])
     profile = ClientProfile(args.profile, args.max_seconds)
+    gcm = GcMeter()
     meter = CpuMeter(node_pids).start()
     t0 = time.monotonic()
     prog = asyncio.create_task(progress_loop(prod.stats, args.record_size))
     try:
-        with profile:
+        with profile, gcm:
             stats = await prod.run()
     finally:
         prog.cancel()
@@ -334,8 +337,9 @@ async def run_raw(args: argparse.Namespace, session, router: Router, topic: str,
     if stats.acked_records < args.num_records:
         lines.append(f"note: {args.num_records - stats.acked_records} records not sent/acked "
                      f"(--max-seconds {args.max_seconds:.0f} or failures)")
+    lines.append(gcm.report(elapsed))
     lines += profile.report(args.profile_top, stats.acked_records)
-    lines.append(meter.report())
+    lines.append(meter.report() + f"; client CPU {1e6 * meter.me / max(1, stats.acked_records):.2f} µs/record")
     if spies:
         lines.append(f"py-spy stacks in {args.py_spy}/node-N.txt")
     lines.append(kafka_producer_line(stats, elapsed, args.record_size))
