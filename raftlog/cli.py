@@ -105,6 +105,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep waiting for new records (default: stop at the current end)")
     p.add_argument("--format", choices=["plain", "json"], default="plain")
     p.add_argument("--print-key", action="store_true", help="plain format: key<TAB>value")
+    p.add_argument("--group", default=None, metavar="GROUP",
+                   help="join consumer group GROUP (starts at its committed offsets, else the "
+                        "earliest; commits as it goes; implies --follow unless --max-messages)")
+
+    group = sub.add_parser("group", help="list, describe, delete consumer groups; reset offsets")
+    gsub = group.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    gsub.required = True
+    gsub.add_parser("list", parents=[common], help="list groups")
+    p = gsub.add_parser("describe", parents=[common],
+                        help="state, generation, members, committed offsets and lag")
+    p.add_argument("group")
+    p = gsub.add_parser("delete", parents=[common], help="delete a group without members")
+    p.add_argument("group")
+    p = gsub.add_parser("reset-offsets", parents=[common],
+                        help="set committed offsets (refused while the group has members)")
+    p.add_argument("group")
+    p.add_argument("--topic", action="append", default=None,
+                   help="topic to reset (repeatable; default: every partition with an offset)")
+    how = p.add_mutually_exclusive_group(required=True)
+    how.add_argument("--to-earliest", action="store_true")
+    how.add_argument("--to-latest", action="store_true")
+    how.add_argument("--to-offset", type=int, default=None)
+    how.add_argument("--to-datetime", default=None, metavar="ISO",
+                     help="e.g. 2024-05-01T12:00:00 (local time) or with a +00:00 offset")
+    how.add_argument("--shift-by", type=int, default=None)
+    p.add_argument("--dry-run", action="store_true", help="show the new offsets only")
 
     cluster = sub.add_parser("cluster", help="cluster status")
     csub = cluster.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
@@ -322,6 +348,8 @@ async def cmd_consume(args: argparse.Namespace) -> int:
     t = _timeout(args)
     if args.max_messages is not None and args.max_messages < 1:
         raise CliError("--max-messages must be >= 1")
+    if args.group is not None:
+        return await _consume_group(args, t)
     async with Consumer(bootstrap_servers=args.bootstrap, auto_offset_reset="earliest",
                         bootstrap_timeout_ms=t, request_timeout_ms=max(t, 10_000)) as c:
         n = await c.client.wait_for_topic(args.topic, t)
@@ -381,6 +409,95 @@ async def cmd_consume(args: argparse.Namespace) -> int:
     return 0
 
 
+def _format_record(args: argparse.Namespace, r: Any) -> str:
+    if args.format == "json":
+        return json.dumps({"topic": r.topic, "partition": r.partition, "offset": r.offset,
+                           "timestamp": r.timestamp, "key": _text(r.key), "value": _text(r.value),
+                           "headers": [[k, _text(v)] for k, v in r.headers]})
+    if args.print_key:
+        return f"{_text(r.key) or ''}\t{_text(r.value) or ''}"
+    return _text(r.value) or ""
+
+
+async def _consume_group(args: argparse.Namespace, t: int) -> int:
+    """`consume --group G`: a group member; prints what it is assigned, commits as it goes."""
+    from raftlog.client.consumer import Consumer
+    if args.partition is not None or args.offset is not None or args.timestamp is not None:
+        raise CliError("--group cannot be combined with --partition/--offset/--timestamp "
+                       "(the group assigns partitions and starts at its committed offsets)")
+    left = args.max_messages
+    async with Consumer(bootstrap_servers=args.bootstrap, group_id=args.group,
+                        auto_offset_reset="earliest", bootstrap_timeout_ms=t,
+                        request_timeout_ms=max(t, 10_000), enable_auto_commit=True,
+                        auto_commit_interval_ms=1_000) as c:
+        await c.client.wait_for_topic(args.topic, t)
+        c.subscribe([args.topic])
+        while True:
+            got = await c.getmany(timeout_ms=CONSUME_POLL_MS,
+                                  max_records=min(left, CONSUME_POLL_RECORDS) if left
+                                  else CONSUME_POLL_RECORDS)
+            out = [_format_record(args, r) for recs in got.values() for r in recs]
+            if out:
+                if left is not None:
+                    out = out[:left]
+                    left -= len(out)
+                sys.stdout.write("\n".join(out) + "\n")
+                sys.stdout.flush()
+                await c.commit()
+            if left is not None and left <= 0:
+                break
+    return 0
+
+
+def _parse_datetime_ms(text: str) -> int:
+    import datetime
+    try:
+        return int(datetime.datetime.fromisoformat(text).timestamp() * 1000)
+    except ValueError:
+        raise CliError(f"--to-datetime {text!r} is not an ISO date/time "
+                       "(e.g. 2024-05-01T12:00:00)") from None
+
+
+async def cmd_group(args: argparse.Namespace) -> int:
+    async with _admin(args) as admin:
+        if args.action == "list":
+            groups = await admin.list_groups()
+            _emit(args, groups, table(["GROUP", "GENERATION", "PROTOCOL", "MEMBERS"],
+                                      [[g["group"], g["generation"], g["protocol"], g["members"]]
+                                       for g in groups]))
+        elif args.action == "describe":
+            d = await admin.describe_group(args.group)
+            hosts = {m["member_id"]: m for m in d.get("members") or ()}
+            head = (f"group {d['group']}: state {d['state']}, generation {d['generation']}, "
+                    f"protocol {d['protocol'] or '-'}, coordinator {d.get('coordinator_id')}")
+            members = table(["MEMBER", "INSTANCE", "HOST", "CLIENT", "ASSIGNMENT"],
+                            [[m["member_id"], m.get("group_instance_id") or "-", m["host"],
+                              m.get("client_id") or "-",
+                              " ".join(f"{t}-{p}" for t, p in m["assignment"]) or "-"]
+                             for m in d.get("members") or ()])
+            offs = table(["TOPIC", "PARTITION", "COMMITTED", "LOG-END", "LAG", "OWNER", "HOST"],
+                         [[o["topic"], o["partition"],
+                           o["offset"] if o["offset"] >= 0 else "-", o["log_end_offset"],
+                           o["lag"] if o["lag"] is not None else "-", o["owner"] or "-",
+                           hosts[o["owner"]]["host"] if o["owner"] in hosts else "-"]
+                          for o in d["offsets"]])
+            _emit(args, d, f"{head}\n\n{members}\n\n{offs}")
+        elif args.action == "delete":
+            res = await admin.delete_group(args.group)
+            _emit(args, res, f"deleted group {args.group} ({res['offsets_deleted']} offsets)")
+        elif args.action == "reset-offsets":
+            new = await admin.reset_offsets(
+                args.group, args.topic, to_earliest=args.to_earliest, to_latest=args.to_latest,
+                to_offset=args.to_offset, shift_by=args.shift_by, dry_run=args.dry_run,
+                to_datetime_ms=(_parse_datetime_ms(args.to_datetime)
+                                if args.to_datetime else None))
+            rows = [[tp.topic, tp.partition, off] for tp, off in sorted(new.items())]
+            _emit(args, [{"topic": r[0], "partition": r[1], "offset": r[2]} for r in rows],
+                  table(["TOPIC", "PARTITION", "NEW-OFFSET"], rows)
+                  + ("\n(dry run: nothing committed)" if args.dry_run else ""))
+    return 0
+
+
 def cmd_node_start(args: argparse.Namespace) -> int:
     from raftlog import launcher
     argv = ["--log-level", args.log_level]
@@ -400,6 +517,8 @@ async def _dispatch(args: argparse.Namespace) -> int:
         return await cmd_consume(args)
     if args.command == "cluster":
         return await cmd_cluster_status(args)
+    if args.command == "group":
+        return await cmd_group(args)
     raise CliError(f"unknown command {args.command}")
 
 

@@ -17,6 +17,7 @@ from typing import Any, Iterable, NamedTuple
 from urllib.parse import quote
 
 from raftlog.client.client import Client
+from raftlog.client.group_admin import GroupAdminMixin
 from raftlog.client.structs import TopicPartition
 
 
@@ -33,7 +34,7 @@ def _path(name: str) -> str:
     return f"/v1/topics/{quote(name, safe='')}"
 
 
-class Admin:
+class Admin(GroupAdminMixin):   # groups: raftlog/client/group_admin.py
     def __init__(self, bootstrap_servers: str | Iterable[str] = "127.0.0.1:9091", *,
                  request_timeout_ms: int = 30_000, bootstrap_timeout_ms: int = 10_000,
                  retry_backoff_ms: int = 100, client_id: str = "raftlog-admin") -> None:

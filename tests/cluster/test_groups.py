@@ -356,3 +356,49 @@ async def test_sigkill_coordinator_node_group_continues(tmp_path):
             await cons.stop()
     finally:
         c.stop()
+
+
+# -- CLI ----------------------------------------------------------------------------------------
+def cli(c: ProcessCluster, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    r = subprocess.run([sys.executable, "-m", "raftlog.cli", "--bootstrap", c.bootstrap,
+                        "--timeout-ms", "15000", *args], capture_output=True, text=True,
+                       timeout=60)
+    if check:
+        assert r.returncode == 0, r.stderr
+    return r
+
+
+async def test_cli_consume_group_describe_reset_delete(shared):
+    import json
+    await make_topic(shared, "clig", 3)
+    await produce(shared, "clig", 30, partitions=3)
+    r = cli(shared, "consume", "clig", "--group", "g-cli", "--max-messages", "30")
+    assert sorted(r.stdout.split()) == sorted("v%d" % i for i in range(30))
+    d = json.loads(cli(shared, "group", "describe", "g-cli", "--json").stdout)
+    assert d["state"] in ("Empty", "Rebalancing") and not d["members"]
+    assert len(d["offsets"]) == 3 and all(o["lag"] == 0 for o in d["offsets"]), d
+    assert "g-cli" in cli(shared, "group", "list").stdout
+    text = cli(shared, "group", "describe", "g-cli").stdout
+    assert "LAG" in text and "COMMITTED" in text
+    # while a member exists, reset is refused
+    [cons] = await start_consumers(shared, 1, "clig", "g-cli")
+    try:
+        await eventually(lambda: len(cons.assignment()) == 3, 10, "assignment")
+        d = json.loads(cli(shared, "group", "describe", "g-cli", "--json").stdout)
+        assert d["state"] in ("Stable", "Rebalancing") and len(d["members"]) == 1
+        assert all(o["owner"] == d["members"][0]["member_id"] for o in d["offsets"])
+        r = cli(shared, "group", "reset-offsets", "g-cli", "--to-earliest", check=False)
+        assert r.returncode == 1 and "NON_EMPTY_GROUP" in r.stderr
+    finally:
+        await cons.stop()
+    cli(shared, "group", "reset-offsets", "g-cli", "--topic", "clig", "--to-earliest")
+    d = json.loads(cli(shared, "group", "describe", "g-cli", "--json").stdout)
+    assert all(o["lag"] > 0 for o in d["offsets"]), d
+    shifted = json.loads(cli(shared, "group", "reset-offsets", "g-cli", "--shift-by", "2",
+                             "--dry-run", "--json").stdout)
+    assert len(shifted) == 3
+    r = cli(shared, "consume", "clig", "--group", "g-cli", "--max-messages", "30")
+    assert sorted(r.stdout.split()) == sorted("v%d" % i for i in range(30))
+    assert "deleted group" in cli(shared, "group", "delete", "g-cli").stdout
+    d = json.loads(cli(shared, "group", "describe", "g-cli", "--json").stdout)
+    assert d["offsets"] == []
