@@ -58,11 +58,17 @@ class ReplicaManager:
         # immutable TopicInfo) are skipped, so a metadata change costs O(changed topics).
         self._seen_topics: dict[str, Any] = {}
         self._seen_registration: tuple[bool, int] = (False, -1)
+        self._opening: set[tuple[str, int]] = set()
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self, spawn: Callable[..., asyncio.Task[Any]]) -> None:
         self._spawn = spawn
         os.makedirs(self.root, exist_ok=True)
+        # Deletions that a crash interrupted (see _remove).
+        for name in os.listdir(self.root):
+            if ".deleted-" in name:
+                spawn(asyncio.to_thread(shutil.rmtree, os.path.join(self.root, name), True),
+                      f"rm-{name}")
         spawn(self._isr_loop(), "isr-check")
         spawn(self._flush_loop(), "flush")
         spawn(self._checkpoint_loop(), "hw-checkpoint")
@@ -123,9 +129,9 @@ class ReplicaManager:
                 key = (name, pi.partition)
                 p = self.partitions.get(key)
                 if p is None:
-                    if not registered:
-                        continue
-                    p = self._open(name, t.topic_id, pi.partition, values)
+                    if registered:
+                        self._start_open(name, t.topic_id, pi.partition, values)
+                    continue
                 rf = len(pi.replicas)
                 mir = values["min.insync.replicas"]
                 # The node default is capped at the replication factor (an explicit topic
@@ -151,7 +157,44 @@ class ReplicaManager:
                     p.update_membership(pi.replicas, pi.isr, pi.partition_epoch)
         self._update_fetchers()
 
+    def _start_open(self, topic: str, topic_id: str, index: int, values: dict[str, Any]) -> None:
+        """Open (recover) a partition log in a worker thread: recovery may scan a large log and
+        fsyncs checkpoints, neither of which may stall the loop (heartbeats, other partitions).
+        Once open, the topic is reconciled again against the newest view."""
+        key = (topic, index)
+        if key in self._opening:
+            return
+        self._opening.add(key)
+        assert self._spawn is not None
+        self._spawn(self._open_then_reconcile(topic, topic_id, index, values),
+                    f"open-{topic}-{index}")
+
+    async def _open_then_reconcile(self, topic: str, topic_id: str, index: int,
+                                   values: dict[str, Any]) -> None:
+        key = (topic, index)
+        try:
+            p = await asyncio.to_thread(self._open, topic, topic_id, index, values)
+        except Exception:
+            log.exception("cannot open %s-%d", topic, index)
+            return
+        finally:
+            self._opening.discard(key)
+        view = self._last_view
+        t = view.topic(topic) if view is not None else None
+        if t is None or t.topic_id != topic_id or key in self.partitions:
+            p.log.close()     # deleted (or re-created) while it opened: the next open wins
+            return
+        self.partitions[key] = p
+        self.topic_ids[topic] = topic_id
+        self.group_commits[key] = GroupCommit(p.log)
+        log.info("opened %s-%d: log [%d, %d), HW %d", topic, index, p.log_start_offset,
+                 p.log_end_offset, p.hw)
+        self._seen_topics.pop(topic, None)
+        assert view is not None
+        self.on_view(view)
+
     def _open(self, topic: str, topic_id: str, index: int, values: dict[str, Any]) -> Partition:
+        """Runs in a worker thread: touches only this partition's directory."""
         d = os.path.join(self.root, f"{topic}-{index}")
         id_file = os.path.join(d, TOPIC_ID_FILE)
         if os.path.isdir(d):
@@ -173,14 +216,7 @@ class ReplicaManager:
                           flush_interval_ms=values["flush.ms"],
                           max_batch_bytes=max(values["max.message.bytes"],
                                               self.cfg.replication.replica_fetch_max_bytes))
-        plog = PartitionLog.open(d, opts, now_ms())
-        p = Partition(topic, index, plog, self.node_id)
-        self.partitions[(topic, index)] = p
-        self.topic_ids[topic] = topic_id
-        self.group_commits[(topic, index)] = GroupCommit(plog)
-        log.info("opened %s-%d: log [%d, %d), HW %d", topic, index, plog.log_start_offset,
-                 plog.log_end_offset, p.hw)
-        return p
+        return Partition(topic, index, PartitionLog.open(d, opts, now_ms()), self.node_id)
 
     def _remove(self, key: tuple[str, int], view: MetadataView) -> None:
         p = self.partitions.pop(key)
@@ -188,9 +224,17 @@ class ReplicaManager:
         if gc is not None:
             gc.close(error(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"{key[0]} was deleted"))
         p.close()
-        if view.topic(key[0]) is None or self.node_id not in view.partition(*key).replicas:  # type: ignore[union-attr]
-            shutil.rmtree(os.path.join(self.root, f"{key[0]}-{key[1]}"), ignore_errors=True)
-            log.info("removed data of %s-%d", *key)
+        d = os.path.join(self.root, f"{key[0]}-{key[1]}")
+        # Rename at once (a re-created topic of the same name may open this path next), then
+        # delete the renamed tree in a worker thread.
+        doomed = f"{d}.deleted-{self.topic_ids.get(key[0], 'x')}"
+        try:
+            os.rename(d, doomed)
+        except OSError:
+            return
+        assert self._spawn is not None
+        self._spawn(asyncio.to_thread(shutil.rmtree, doomed, True), f"rm-{key[0]}-{key[1]}")
+        log.info("removed data of %s-%d", *key)
 
     def _update_fetchers(self) -> None:
         leaders = {p.leader_id for p in self.partitions.values()
@@ -218,6 +262,10 @@ class ReplicaManager:
         if pi is None:
             raise error(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
                         f"no partition {topic}-{index} in this cluster")
+        if self.node_id in pi.replicas:
+            raise error(ErrorCode.LEADER_NOT_AVAILABLE,
+                        f"{topic}-{index} is still being opened on broker {self.node_id}",
+                        {"leader_id": pi.leader, "leader_epoch": pi.leader_epoch})
         raise error(ErrorCode.NOT_LEADER_OR_FOLLOWER,
                     f"broker {self.node_id} does not host {topic}-{index}",
                     {"leader_id": pi.leader, "leader_epoch": pi.leader_epoch})

@@ -265,12 +265,18 @@ class DataClient:
         from raftlog.codec import batch
         now = int(_t.time() * 1000)
         b = batch.encode([(k, v, None, now) for k, v in records])
-        node = node or self.leader(topic, p)
-        out = post_msgpack(self.c.url(node, "/v1/produce"),
-                           {"acks": acks, "timeout_ms": timeout_ms,
-                            "partitions": [{"topic": topic, "partition": p, "batch": b}]},
-                           timeout_s=timeout_ms / 1000 + 10)
-        return out["partitions"][0] if out["partitions"] else {}
+        # Like a real producer, retry while a just-created partition is still being opened.
+        deadline = _t.monotonic() + 10
+        while True:
+            target = node or self.leader(topic, p)
+            out = post_msgpack(self.c.url(target, "/v1/produce"),
+                               {"acks": acks, "timeout_ms": timeout_ms,
+                                "partitions": [{"topic": topic, "partition": p, "batch": b}]},
+                               timeout_s=timeout_ms / 1000 + 10)
+            res = out["partitions"][0] if out["partitions"] else {}
+            if res.get("error") != "LEADER_NOT_AVAILABLE" or _t.monotonic() > deadline:
+                return res
+            _t.sleep(0.05)
 
     def fetch(self, topic: str, p: int, offset: int, node: int | None = None,
               max_wait_ms: int = 0, max_bytes: int = 1 << 20) -> dict:

@@ -178,6 +178,8 @@ def test_bad_batch_fails_its_partition_only_and_list_offsets_and_delete(rc):
     bad[-1] ^= 0xFF                                       # breaks the CRC
     big = batch.encode([(None, b"x" * 5000, None, 3_000)])
     node = dc.leader("mixed", 0)
+    wait_until(lambda: "error" not in dc.fetch("mixed", 0, 0, node=node), 10,
+               what="partition opened on its leader")
     out = post_msgpack(c.url(node, "/v1/produce"), {"acks": 1, "timeout_ms": 5000, "partitions": [
         {"topic": "mixed", "partition": 0, "batch": good},
         {"topic": "mixed", "partition": 0, "batch": bytes(bad)},
@@ -216,10 +218,12 @@ def test_idempotent_retries_are_written_once_even_across_a_leader_kill(rc):
     def send(seq, values, node=None):
         b = batch.encode([(None, v, None, int(time.time() * 1000)) for v in values],
                          producer_id=pid, producer_epoch=epoch, base_sequence=seq)
-        node = node or dc.leader("idem", 0)
-        return post_msgpack(c.url(node, "/v1/produce"), {"acks": -1, "timeout_ms": 15_000,
-                            "partitions": [{"topic": "idem", "partition": 0, "batch": b}]}
-                            )["partitions"][0]
+        def once():
+            r = post_msgpack(c.url(node or dc.leader("idem", 0), "/v1/produce"), {
+                "acks": -1, "timeout_ms": 15_000,
+                "partitions": [{"topic": "idem", "partition": 0, "batch": b}]})["partitions"][0]
+            return None if r.get("error") == "LEADER_NOT_AVAILABLE" else r
+        return wait_until(once, 10, what="partition open on its leader")
 
     first = send(0, [b"a", b"b"])
     assert "error" not in first
