@@ -20,7 +20,9 @@ from raftlog.meta.controller import Controller
 from raftlog.meta.replica import MetaReplica, RaftTiming
 from raftlog.meta.view import MetadataView
 from raftlog.replication.peer import PeerClient
-from raftlog.server import handlers_admin
+from raftlog.replication.manager import ReplicaManager
+from raftlog.groups.service import GroupService
+from raftlog.server import handlers_admin, handlers_data, handlers_groups
 from raftlog.server.http import error_middleware
 from raftlog.server.lifecycle import BrokerLifecycle
 
@@ -48,8 +50,8 @@ class Broker:
         self.meta: MetaReplica | None = None
         self.controller: Controller | None = None
         self.lifecycle: BrokerLifecycle | None = None
-        self.replicas: Any = None     # the data plane's ReplicaManager
-        self.groups: Any = None       # raftlog.groups.service.GroupService (with the data plane)
+        self.replicas: ReplicaManager | None = None
+        self.groups: GroupService | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._runner: web.AppRunner | None = None
         self._view_changed = asyncio.Event()
@@ -66,17 +68,13 @@ class Broker:
         self.controller = Controller(self.meta, self.cfg)
         self.lifecycle = BrokerLifecycle(self.cfg, self.node_id, self.call_controller,
                                          lambda: self.view.version)
-        self.replicas = self._build_data_plane()
+        self.replicas = ReplicaManager(self)
         app = web.Application(middlewares=[error_middleware],
                               client_max_size=self.cfg.limits.max_request_bytes)
         app.add_routes(handlers_admin.routes(self))
-        if self.replicas is not None:
-            from raftlog.server import handlers_data
-            app.add_routes(handlers_data.routes(self))
-            from raftlog.groups.service import GroupService
-            from raftlog.server import handlers_groups
-            self.groups = GroupService(self)
-            app.add_routes(handlers_groups.routes(self))
+        app.add_routes(handlers_data.routes(self))
+        self.groups = GroupService(self)
+        app.add_routes(handlers_groups.routes(self))
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.node.host, self.node.http_port, reuse_address=True)
@@ -86,16 +84,8 @@ class Broker:
                  self.node.data_dir)
         self._spawn(self.controller.run(), "controller")
         self._spawn(self.lifecycle.run(), "lifecycle")
-        if self.replicas is not None:
-            await self.replicas.start(self._spawn)
-            self.groups.start(self._spawn)
-
-    def _build_data_plane(self) -> Any:
-        try:
-            from raftlog.replication.manager import ReplicaManager
-        except ImportError:  # the data plane lands in its own issue
-            return None
-        return ReplicaManager(self)
+        await self.replicas.start(self._spawn)
+        self.groups.start(self._spawn)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=name)
@@ -127,7 +117,7 @@ class Broker:
         return self.meta.view
 
     def _on_view(self, view: MetadataView) -> None:
-        if self.replicas is not None:
+        if self.replicas is not None:      # None only while start() is wiring
             self.replicas.on_view(view)
         self._view_changed.set()
         self._view_changed = asyncio.Event()
