@@ -1,0 +1,125 @@
+"""Consumer-group benchmark on a real 3-node cluster (one command, figures last).
+
+    .venv/bin/python benchmarks/groups_bench.py [--consumers 10] [--groups 20] [--seconds 5]
+
+1. Time to a stable assignment: `--consumers` Consumers (one process, asyncio) join a 12-partition
+   topic at once; measured from the first start() until every partition is owned by exactly one
+   consumer and each owns floor/ceil(12/n). Then one consumer stops (leaves cleanly) and we time
+   until the survivors own everything again. The group's rebalance delay ([groups]
+   rebalance_delay_ms, 100 ms default) is included and reported.
+2. Committed-offset throughput: `--groups` groups, each with one member, commit concurrently
+   (one request per commit, `--partitions-per-commit` offsets per request) for `--seconds`;
+   every commit is acknowledged only after the offsets topic's high watermark passes it.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from raftlog.client import Admin, Consumer, TopicPartition  # noqa: E402
+from raftlog.testing.cluster import ProcessCluster  # noqa: E402
+
+
+def stable(cs: list[Consumer], total: int) -> bool:
+    sets = [c.assignment() for c in cs]
+    union = set().union(*sets)
+    lo, hi = total // len(cs), -(-total // len(cs))
+    return (len(union) == total == sum(len(s) for s in sets)
+            and all(lo <= len(s) <= hi for s in sets))
+
+
+async def wait_stable(cs: list[Consumer], total: int, timeout_s: float = 30) -> float:
+    t0 = time.perf_counter()
+    while not stable(cs, total):
+        if time.perf_counter() - t0 > timeout_s:
+            raise TimeoutError("no stable assignment")
+        await asyncio.sleep(0.005)
+    return time.perf_counter()
+
+
+async def bench_rebalance(c: ProcessCluster, n: int, strategy: str) -> tuple[float, float]:
+    topic = f"rb-{strategy}"
+    async with Admin(c.bootstrap) as a:
+        await a.create_topic(topic, partitions=12, replication_factor=3)
+    cs = [Consumer(topic, bootstrap_servers=c.bootstrap, group_id=f"bench-{strategy}",
+                   session_timeout_ms=6000, heartbeat_interval_ms=500,
+                   partition_assignment_strategy=strategy) for _ in range(n)]
+    # warm the coordinator (offsets topic creation, state load) outside the measurement
+    async with Admin(c.bootstrap) as a:
+        await a.describe_group(f"bench-{strategy}")
+    t0 = time.perf_counter()
+    await asyncio.gather(*(x.start() for x in cs))
+    join = await wait_stable(cs, 12) - t0
+    leaver = cs.pop()
+    t1 = time.perf_counter()
+    await leaver.stop()
+    leave = await wait_stable(cs, 12) - t1
+    await asyncio.gather(*(x.stop() for x in cs))
+    return join, leave
+
+
+async def bench_commits(c: ProcessCluster, groups: int, per_commit: int, seconds: float
+                        ) -> tuple[int, int, float]:
+    topic = f"commits-{per_commit}"
+    async with Admin(c.bootstrap) as a:
+        await a.create_topic(topic, partitions=per_commit, replication_factor=3)
+    cs = [Consumer(topic, bootstrap_servers=c.bootstrap, group_id=f"cg-{i}",
+                   enable_auto_commit=False, session_timeout_ms=10_000,
+                   heartbeat_interval_ms=1000) for i in range(groups)]
+    await asyncio.gather(*(x.start() for x in cs))
+    for x in cs:
+        await x.wait_for_assignment()
+    await asyncio.gather(*(wait_stable([x], per_commit) for x in cs))
+    requests = 0
+    stop_at = time.perf_counter() + seconds
+
+    async def loop(x: Consumer) -> None:
+        nonlocal requests
+        i = 0
+        while time.perf_counter() < stop_at:
+            i += 1
+            await x.commit({TopicPartition(topic, p): i for p in range(per_commit)})
+            requests += 1
+    t0 = time.perf_counter()
+    await asyncio.gather(*(loop(x) for x in cs))
+    elapsed = time.perf_counter() - t0
+    await asyncio.gather(*(x.stop() for x in cs))
+    return requests, requests * per_commit, elapsed
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--consumers", type=int, default=10)
+    ap.add_argument("--groups", type=int, default=50)
+    ap.add_argument("--partitions-per-commit", type=int, default=50)
+    ap.add_argument("--seconds", type=float, default=5.0)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d, \
+            ProcessCluster(d, 3, log_level="WARNING") as c:
+        c.start()
+        c.wait_ready(40)
+        figures = []
+        for strategy in ("range", "sticky"):
+            join, leave = await bench_rebalance(c, args.consumers, strategy)
+            figures.append(f"stable assignment, {args.consumers} consumers joining at once "
+                           f"({strategy}): {join * 1000:.0f} ms")
+            figures.append(f"stable assignment after one of {args.consumers} leaves "
+                           f"({strategy}): {leave * 1000:.0f} ms")
+        for per in sorted({1, args.partitions_per_commit}):
+            reqs, offs, el = await bench_commits(c, args.groups, per, args.seconds)
+            figures.append(f"offset commits, {args.groups} groups, {per} offset(s) per commit: "
+                           f"{reqs / el:,.0f} commits/s ({offs / el:,.0f} offsets/s)")
+        print("\n--- figures (3 nodes on one machine, RF=3, acks=all; rebalance_delay_ms=100 "
+              "included) ---")
+        for f in figures:
+            print(f)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
