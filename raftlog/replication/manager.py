@@ -25,6 +25,7 @@ from raftlog.replication.fetcher import FetcherSession
 from raftlog.replication.flush import GroupCommit
 from raftlog.replication.partition import FOLLOWER, LEADER, Partition
 from raftlog.replication.progress import isr_changes
+from raftlog.storage import retention
 from raftlog.storage.log import PartitionLog
 from raftlog.storage.options import LogOptions
 
@@ -72,6 +73,7 @@ class ReplicaManager:
         spawn(self._isr_loop(), "isr-check")
         spawn(self._flush_loop(), "flush")
         spawn(self._checkpoint_loop(), "hw-checkpoint")
+        spawn(self._retention_loop(), "retention")
         spawn(self._reconcile_when_registered(), "reconcile-on-register")
 
     async def stop(self) -> None:
@@ -138,6 +140,9 @@ class ReplicaManager:
                 # override above RF is refused when it is set).
                 p.min_insync_replicas = min(mir, rf) if "min.insync.replicas" not in t.config else mir
                 p.max_message_bytes = values["max.message.bytes"]
+                p.config = values
+                p.log.reconfigure(segment_bytes=values["segment.bytes"],
+                                  segment_ms=values["segment.ms"])
                 if not registered:
                     if p.role == LEADER:
                         p.become_follower(-1, pi.leader_epoch, pi.replicas, pi.isr,
@@ -341,3 +346,40 @@ class ReplicaManager:
             for p in list(self.partitions.values()):
                 if p.hw != p.log.high_watermark_checkpoint:
                     await asyncio.to_thread(self._checkpoint, p)
+
+    # -- retention (issue 7) ----------------------------------------------------------------
+    async def _retention_loop(self) -> None:
+        """Every `[log] retention_check_interval_ms` (re-read each round): roll quiet active
+        segments older than segment.ms (every replica), and on leaders delete whole segments
+        past retention.ms / beyond retention.bytes below the HW. Topic configs are read from
+        each partition's current effective config, so `topic alter` applies without restart.
+        Followers move their log start from the leader's (Partition.append_follower)."""
+        while True:
+            await asyncio.sleep(self.cfg.log.retention_check_interval_ms / 1000)
+            now = now_ms()
+            for p in list(self.partitions.values()):
+                try:
+                    self.retention_once(p, now)
+                except Exception:
+                    log.exception("%s-%d: retention failed", p.topic, p.index)
+
+    def retention_once(self, p: Partition, now: int) -> int:
+        """One retention pass over `p`; returns how many segments were deleted."""
+        cfg = p.config
+        if not cfg or p.log.closed:
+            return 0
+        segs = p.log.segments()
+        if retention.roll_due(segs[-1], now, cfg["segment.ms"]):
+            p.log.roll(now)
+            segs = p.log.segments()
+        if p.role != LEADER or "delete" not in cfg["cleanup.policy"]:
+            return 0
+        cutoff = retention.retention_cutoff(segs, p.log_start_offset, p.hw, now,
+                                            cfg["retention.ms"], cfg["retention.bytes"])
+        if cutoff is None:
+            return 0
+        deleted = p.log.delete_before(cutoff)
+        log.info("%s-%d: retention moved the log start to %d (%d segments deleted)",
+                 p.topic, p.index, cutoff, deleted)
+        p.wake()   # long-polling followers learn the new log start now
+        return deleted

@@ -61,6 +61,9 @@ class Partition:
         self.isr: tuple[int, ...] = ()
         self.min_insync_replicas = 1
         self.max_message_bytes = batch_codec.DEFAULT_MAX_BATCH_BYTES
+        # The topic's effective config (topic_config.effective), set by the manager on every
+        # metadata change, so retention/compaction/produce read current values.
+        self.config: dict[str, Any] = {}
         self.hw = min(plog.high_watermark_checkpoint, plog.log_end_offset)
         self.epoch_start_offset = 0
         self.progress: dict[int, FollowerProgress] = {}

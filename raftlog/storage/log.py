@@ -21,6 +21,7 @@ acknowledging; "interval": every flush_interval_ms. close() flushes inline; a ro
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import os
 import threading
 from typing import Iterator, NamedTuple
@@ -127,6 +128,15 @@ class PartitionLog:
     def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:
         """(largest epoch <= `epoch`, its end offset), Kafka's OffsetsForLeaderEpoch."""
         return self._epochs.end_offset_for_epoch(epoch, self._leo)
+
+    def reconfigure(self, segment_bytes: int | None = None,
+                    segment_ms: int | None = None) -> None:
+        """Change the roll limits of a live log (topic config altered at runtime); the next
+        append or `roll_if_due` uses them."""
+        changes = {k: v for k, v in (("segment_bytes", segment_bytes),
+                                     ("segment_ms", segment_ms)) if v is not None}
+        if changes and any(getattr(self._options, k) != v for k, v in changes.items()):
+            self._options = dataclasses.replace(self._options, **changes)
 
     def segments(self) -> list[SegmentInfo]:
         last = len(self._segments) - 1
