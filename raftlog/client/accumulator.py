@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from operator import itemgetter
 from typing import Any, Callable, Generator, Iterable
 
 from raftlog.client.structs import RecordMetadata
@@ -166,6 +167,7 @@ class PendingRecordFuture:
 
 
 _new_handle = tuple.__new__
+_TIMESTAMP = itemgetter(3)
 
 
 class PartitionQueue:
@@ -252,7 +254,8 @@ class Accumulator:
         b = self._new_batch(topic, partition)
         b.records = records
         b.first_ts = records[0][3]
-        b.uniform_ts = all(r[3] == b.first_ts for r in records)
+        stamps = list(map(_TIMESTAMP, records))
+        b.uniform_ts = stamps.count(b.first_ts) == len(stamps)
         b.size = size
         b.payload = payload
         self.memory_used += size

@@ -23,10 +23,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from itertools import repeat
+from operator import itemgetter
 import time
 from typing import Any, Callable, Iterable, Sequence
-
-import msgpack
 
 from raftlog.client.accumulator import (RECORD_OVERHEAD_BYTES, Accumulator, PendingRecordFuture,
                                        RecordFuture)
@@ -41,6 +41,8 @@ from raftlog.errors import ErrorCode, RaftlogError, error
 log = logging.getLogger("raftlog.producer")
 _now = time.time
 _new_handle = tuple.__new__
+_FIELD0, _FIELD1, _FIELD2 = itemgetter(0), itemgetter(1), itemgetter(2)
+_BYTES_OR_NONE = {bytes, type(None)}
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -300,21 +302,27 @@ class Producer:
         if not records:
             raise ValueError("send_batch needs at least one record")
         now_ms = int(_now() * 1000)
-        width = len(records[0])
-        if width == 2:
-            recs = [(k, v, None, now_ms) for k, v in records]
-        elif width == 4:
-            recs = [tuple(r) for r in records]
+        n = len(records)
+        widths = set(map(len, records))
+        if widths == {2}:
+            keys = list(map(_FIELD0, records))
+            values = list(map(_FIELD1, records))
+            recs = list(zip(keys, values, repeat(None, n), repeat(now_ms, n)))
+            headers: list[Any] = []
+        elif widths == {4}:
+            recs = list(map(tuple, records))
+            keys = list(map(_FIELD0, records))
+            values = list(map(_FIELD1, records))
+            headers = list(filter(None, map(_FIELD2, records)))
         else:
             raise ValueError("send_batch records are (key, value) or "
                              "(key, value, headers, timestamp_ms) tuples")
-        size = RECORD_OVERHEAD_BYTES * len(recs)
-        for k, v, h, _ in recs:
-            if (v is not None and type(v) is not bytes) or (k is not None and type(k) is not bytes):
-                raise TypeError("send_batch keys and values must be bytes or None")
-            size += (len(v) if v is not None else 0) + (len(k) if k is not None else 0)
-            if h:
-                size += sum(len(hk) + (len(hv) if hv else 0) + 2 for hk, hv in h)
+        if not set(map(type, values)).union(map(type, keys)) <= _BYTES_OR_NONE:
+            raise TypeError("send_batch keys and values must be bytes or None")
+        size = (RECORD_OVERHEAD_BYTES * n + sum(map(len, filter(None, values)))
+                + sum(map(len, filter(None, keys))))
+        for h in headers:
+            size += sum(len(hk) + (len(hv) if hv else 0) + 2 for hk, hv in h)
         if size > self.max_request_size:
             raise error(ErrorCode.MESSAGE_TOO_LARGE,
                         f"batch of ~{size} bytes is larger than max_request_size "
@@ -333,9 +341,7 @@ class Producer:
         payload = None
         if self.codec_id == codec.CODEC_NONE:
             # Pack the records body now so draining only adds the header and CRC.
-            first_ts = recs[0][3]
-            payload = msgpack.packb([(r[3] - first_ts, r[0], r[1], list(r[2]) if r[2] else None)
-                                     for r in recs], use_bin_type=True)
+            payload = codec.pack_records(recs)[0]
         b = self._acc.append_batch(topic, partition, recs, size, payload)
         return _new_handle(RecordFuture, (b, 0))
 
