@@ -219,13 +219,13 @@ def encode_payload(payload: bytes, record_count: int, first_timestamp: int, max_
                    producer_id: int = NO_PRODUCER_ID, producer_epoch: int = -1,
                    base_sequence: int = NO_SEQUENCE) -> bytes:
     """Wrap an already-encoded records payload in a header and compute its CRC."""
-    buf = bytearray(HEADER_SIZE + len(payload))
-    HEADER.pack_into(buf, 0, base_offset, HEADER_SIZE - LENGTH_OVERHEAD + len(payload),
+    head = bytearray(HEADER_SIZE)
+    HEADER.pack_into(head, 0, base_offset, HEADER_SIZE - LENGTH_OVERHEAD + len(payload),
                      leader_epoch, MAGIC, 0, attributes, record_count - 1, first_timestamp,
                      max_timestamp, producer_id, producer_epoch, base_sequence, record_count)
-    buf[HEADER_SIZE:] = payload
-    struct.pack_into(">I", buf, 17, crc32c(memoryview(buf)[CRC_START:]))
-    return bytes(buf)
+    # CRC over header tail then payload, incrementally: the payload is copied once, by join.
+    struct.pack_into(">I", head, 17, crc32c(payload, crc32c(memoryview(head)[CRC_START:])))
+    return b"".join((head, payload))
 
 
 def peek(buf: bytes | bytearray | memoryview, pos: int = 0) -> BatchHeader:
