@@ -50,6 +50,8 @@ class GroupService:
         self._load_lock = asyncio.Lock()
         self._topic_lock = asyncio.Lock()
         self._spawn: Callable[..., asyncio.Task[Any]] | None = None
+        # offsets partition -> (records waiting for the next append, future of that append)
+        self._pending: dict[tuple[str, int], tuple[list[Any], asyncio.Future[None]]] = {}
 
     def start(self, spawn: Callable[..., asyncio.Task[Any]]) -> None:
         self._spawn = spawn
@@ -246,19 +248,47 @@ class GroupService:
         cache.update(values)
 
     async def _append(self, p: Partition, records: list[tuple[Any, Any, Any, int]]) -> None:
-        now = int(time.time() * 1000)
-        res = p.append_leader(bytearray(batch_codec.encode(records)), -1, now)
-        nxt = res.last_offset + 1
+        """Append offset records and return once they are committed (like acks=all).
 
-        async def acked() -> None:
-            await self.b.replicas.durable(p, nxt)
-            await p.wait_committed(nxt)
-            p.check_isr_after_append()
+        Commits arriving in the same loop turn for one offsets partition share one batch and
+        one replication round: each commit is small, and the batch is the unit that costs.
+        """
+        pending = self._pending.get(p.key)
+        if pending is None:
+            pending = self._pending[p.key] = ([], asyncio.get_running_loop().create_future())
+            asyncio.get_running_loop().call_soon(self._flush_commits, p)
+        pending[0].extend(records)
         try:
-            await asyncio.wait_for(acked(), COMMIT_TIMEOUT_S)
+            await asyncio.wait_for(asyncio.shield(pending[1]), COMMIT_TIMEOUT_S)
         except asyncio.TimeoutError:
             raise error(ErrorCode.REQUEST_TIMED_OUT,
                         f"offset commit not replicated within {COMMIT_TIMEOUT_S:.0f} s") from None
+
+    def _flush_commits(self, p: Partition) -> None:
+        records, done = self._pending.pop(p.key)
+        now = int(time.time() * 1000)
+        try:
+            res = p.append_leader(bytearray(batch_codec.encode(records)), -1, now)
+        except RaftlogError as exc:
+            done.set_exception(exc)
+            return
+        nxt = res.last_offset + 1
+
+        async def acked() -> None:
+            try:
+                await self.b.replicas.durable(p, nxt)
+                await p.wait_committed(nxt)
+                p.check_isr_after_append()
+            except Exception as exc:
+                if not done.done():
+                    done.set_exception(exc)
+                return
+            if not done.done():
+                done.set_result(None)
+        assert self._spawn is not None
+        task = self._spawn(acked(), "offset-commit")
+        # Bound the wait: a lost leadership fails the waiters; a stuck ISR times them out.
+        asyncio.get_running_loop().call_later(COMMIT_TIMEOUT_S, task.cancel)
 
     async def fetch(self, group: str, tps: list[tuple[str, int]] | None
                     ) -> list[dict[str, Any]]:

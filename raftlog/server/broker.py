@@ -94,14 +94,19 @@ class Broker:
         return task
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
+        try:
+            self._tasks.remove(task)      # short-lived tasks must not pile up
+        except ValueError:
+            pass
         if not task.cancelled() and task.exception() is not None:
             log.error("background task %s died: %r", task.get_name(), task.exception(),
                       exc_info=task.exception())
 
     async def stop(self) -> None:
-        for t in self._tasks:
+        tasks = list(self._tasks)
+        for t in tasks:
             t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self.replicas is not None:
             await self.replicas.stop()
         if self._runner is not None:
