@@ -1,0 +1,172 @@
+"""Node processes of a chaos run: config with the lab's addresses, `ip netns exec NS python
+node.py --config ... --node-id N` per node, SIGKILL/SIGSTOP/SIGCONT/restart by pid.
+
+Cluster questions (leaders, controller, readiness) go through the Probe inside the client
+namespace; this module never opens a socket itself.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import time
+from typing import Any, Callable
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+NODE_PY = os.path.join(ROOT, "node.py")
+HTTP_PORT = 9092
+RAFT_PORT = 19092
+
+FAST_TOML = """
+[broker]
+heartbeat_interval_ms = 300
+session_timeout_ms = 3000
+leader_rebalance_interval_ms = 2000
+
+[raft]
+election_timeout_min_ms = 300
+election_timeout_max_ms = 600
+append_entries_period_ms = 80
+tick_ms = 50
+leader_fallback_timeout_ms = 1000
+
+[replication]
+replica_lag_time_max_ms = 3000
+replica_fetch_wait_max_ms = 500
+"""
+
+
+class NsCluster:
+    def __init__(self, workdir: str, n: int, addr: Callable[[int], str],
+                 prefix: Callable[[int], list[str]], python: str, probe: Any = None,
+                 extra_toml: str = ""):
+        self.workdir = workdir
+        self.n = n
+        self.addr = addr
+        self.prefix = prefix
+        self.python = python
+        self.probe = probe
+        os.makedirs(workdir, exist_ok=True)
+        lines = [f'[cluster]\nid = "chaos"\nsecret = "{secrets.token_hex(16)}"\n', FAST_TOML,
+                 extra_toml]
+        for i in range(1, n + 1):
+            lines.append(f'[[nodes]]\nid = {i}\nhost = "{addr(i)}"\nhttp_port = {HTTP_PORT}\n'
+                         f'raft_port = {RAFT_PORT}\ndata_dir = "node-{i}"\n')
+        self.config_path = os.path.join(workdir, "cluster.toml")
+        with open(self.config_path, "w") as fh:
+            fh.write("\n".join(lines))
+        self.procs: dict[int, subprocess.Popen] = {}
+        self.paused: set[int] = set()
+
+    def data_dir(self, i: int) -> str:
+        return os.path.join(self.workdir, f"node-{i}")
+
+    def url(self, i: int, path: str = "") -> str:
+        return f"http://{self.addr(i)}:{HTTP_PORT}{path}"
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(f"{self.addr(i)}:{HTTP_PORT}" for i in range(1, self.n + 1))
+
+    # -- processes --------------------------------------------------------------------------
+    def start(self, i: int | None = None) -> None:
+        for k in ([i] if i else range(1, self.n + 1)):
+            if k in self.procs and self.procs[k].poll() is None:
+                continue
+            logf = open(os.path.join(self.workdir, f"node-{k}.log"), "ab")
+            env = dict(os.environ, PYTHONUNBUFFERED="1")
+            # `ip netns exec` execs the command: the pid is the node's own
+            self.procs[k] = subprocess.Popen(
+                self.prefix(k) + [self.python, NODE_PY, "--config", self.config_path,
+                                  "--node-id", str(k)],
+                stdout=logf, stderr=subprocess.STDOUT, cwd=ROOT, env=env, start_new_session=True)
+            logf.close()
+            self.paused.discard(k)
+
+    def alive(self, i: int) -> bool:
+        return i in self.procs and self.procs[i].poll() is None
+
+    def kill(self, i: int, sig: int = signal.SIGKILL) -> None:
+        p = self.procs.get(i)
+        if p is None or p.poll() is not None:
+            return
+        if i in self.paused:
+            p.send_signal(signal.SIGCONT) if sig != signal.SIGKILL else None
+        p.send_signal(sig)
+        try:
+            p.wait(15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        self.paused.discard(i)
+
+    def pause(self, i: int) -> None:
+        if self.alive(i):
+            self.procs[i].send_signal(signal.SIGSTOP)
+            self.paused.add(i)
+
+    def resume(self, i: int) -> None:
+        if self.alive(i):
+            self.procs[i].send_signal(signal.SIGCONT)
+        self.paused.discard(i)
+
+    def stop(self) -> None:
+        for i, p in self.procs.items():
+            if p.poll() is None:
+                try:
+                    p.send_signal(signal.SIGCONT)
+                    p.send_signal(signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + 10
+        for p in self.procs.values():
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    def log_tail(self, i: int, n: int = 30) -> str:
+        try:
+            with open(os.path.join(self.workdir, f"node-{i}.log"), "rb") as fh:
+                return b"\n".join(fh.read().splitlines()[-n:]).decode(errors="replace")
+        except OSError:
+            return ""
+
+    # -- questions through the probe ----------------------------------------------------------
+    def ask(self, path: str, nodes: list[int] | None = None, timeout: float = 1.5) -> Any:
+        last = None
+        for i in nodes or [k for k in range(1, self.n + 1) if self.alive(k) and k not in self.paused]:
+            try:
+                return self.probe.get(self.url(i, path), timeout=timeout)
+            except Exception as exc:
+                last = exc
+        raise ConnectionError(f"no node answered {path}: {last}")
+
+    def controller(self) -> int | None:
+        try:
+            return self.ask("/v1/cluster").get("controller")
+        except ConnectionError:
+            return None
+
+    def topic(self, name: str) -> dict | None:
+        try:
+            return self.ask(f"/v1/topics/{name}")
+        except ConnectionError:
+            return None
+
+    def wait_ready(self, timeout_s: float = 40.0, nodes: list[int] | None = None) -> dict:
+        want = nodes or list(range(1, self.n + 1))
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                st = self.ask("/v1/cluster")
+                states = {b["id"]: b["state"] for b in st.get("brokers", [])}
+                if st.get("controller") is not None and all(states.get(w) == "active" for w in want):
+                    return st
+            except ConnectionError:
+                pass
+            time.sleep(0.2)
+        tails = "\n".join(f"--- node {i}\n{self.log_tail(i)}" for i in self.procs)
+        raise TimeoutError(f"cluster not ready in {timeout_s}s\n{tails}")
