@@ -354,6 +354,26 @@ async def test_sigkill_coordinator_node_group_continues(tmp_path):
         assert all(after[p] >= committed[p] + 10 for p in range(6)), (committed, after)
         for cons in cs:
             await cons.stop()
+        # a full-cluster restart keeps them too (they are records in __consumer_offsets)
+        c.start(victim)
+        c.wait_ready(40, nodes=[1, 2, 3])
+        for n in (1, 2, 3):
+            c.kill(n, signal.SIGKILL)
+        c.start()
+        c.wait_ready(40, nodes=[1, 2, 3])
+        fresh = Consumer(bootstrap_servers=c.bootstrap, group_id="g-fo", enable_auto_commit=False,
+                         **FAST)
+        await fresh.start()
+        try:
+            async def restored() -> dict | None:
+                try:
+                    got = {p: await fresh.committed(TopicPartition("fo", p)) for p in range(6)}
+                except Exception:
+                    return None
+                return got if got == after else None
+            await eventually(restored, 30, "committed offsets back after a full restart")
+        finally:
+            await fresh.stop()
     finally:
         c.stop()
 
