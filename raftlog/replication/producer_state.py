@@ -85,7 +85,9 @@ class ProducerStateTable:
             e = self.producers[h.producer_id] = ProducerEntry(h.producer_epoch)
         elif h.producer_epoch < e.epoch:
             return
-        e.batches.append(CachedBatch(h.base_sequence, h.base_sequence + h.record_count - 1,
+        # last_offset_delta, not record_count: the log cleaner removes records of a batch but
+        # keeps its header fields, so the sequence range survives compaction (as Kafka's).
+        e.batches.append(CachedBatch(h.base_sequence, h.base_sequence + h.last_offset_delta,
                                      h.base_offset, h.last_offset))
 
     def rebuild(self, headers: Iterable[BatchHeader]) -> None:

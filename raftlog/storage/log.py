@@ -363,6 +363,29 @@ class PartitionLog:
         found = self._segments[i].locate(self._leo - 1)
         return None if found is None else found[1]
 
+    # -- compaction ---------------------------------------------------------------------------
+    def install_cleaned(self, cleaned: list[Segment]) -> int:
+        """Put segments the cleaner rewrote (storage/cleaner.py, already swapped in on disk) in
+        place of the open ones with the same base and offsets; returns how many. Called by the
+        writer. A segment no longer in the log (retention or truncation meanwhile) is closed."""
+        self._check_open()
+        installed, old = 0, []
+        with self._lock:
+            for seg in cleaned:
+                i = bisect.bisect_left(self._bases, seg.base_offset)
+                if i < len(self._segments) - 1 and self._bases[i] == seg.base_offset \
+                        and self._segments[i].next_offset == seg.next_offset:
+                    old.append(self._segments[i])
+                    self._segments[i] = seg
+                    installed += 1
+                else:
+                    old.append(seg)
+        for seg in old:  # sealed: nothing pending, so close the fd only (the paths are reused)
+            if seg.fd >= 0:
+                os.close(seg.fd)
+                seg.fd = -1
+        return installed
+
     # -- truncation and deletion --------------------------------------------------------------
     def truncate_to(self, offset: int) -> int:
         """Drop everything at or after `offset`; returns the new log end.

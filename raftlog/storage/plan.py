@@ -55,7 +55,7 @@ def plan_replica(mv: memoryview, log_end_offset: int,
     new_epochs: list[tuple[int, int]] = []
     pos, expected, total = 0, log_end_offset, len(mv)
     while pos < total:
-        f = whole_batch_header(mv, pos, total)
+        f = whole_batch_header(mv, pos, total, compacted_ok=True)
         base, epoch, size = f[_BASE], f[_EPOCH], f[_LENGTH] + LENGTH_OVERHEAD
         if base != expected:
             raise UnexpectedAppendOffsetError(
@@ -69,22 +69,24 @@ def plan_replica(mv: memoryview, log_end_offset: int,
         if epoch > latest_epoch:
             new_epochs.append((epoch, base))
             latest_epoch = epoch
-        expected = base + f[_COUNT]
+        expected = base + f[_DELTA] + 1
         plan.append((pos, base, expected, size, f[_MAX_TS]))
         pos += size
     return plan, new_epochs
 
 
 def whole_batch_header(buf: bytes | bytearray | memoryview, pos: int,
-                       total: int) -> tuple[int, ...]:
+                       total: int, compacted_ok: bool = False) -> tuple[int, ...]:
     """The raw header fields of the batch at `pos`, checked for what offsets and positions
     depend on (magic, length, lying wholly in the buffer, record count): batch.peek's checks
-    without building a BatchHeader, since this runs once per appended batch."""
+    without building a BatchHeader, since this runs once per appended batch. `compacted_ok`
+    (replica appends) also accepts a cleaned batch: fewer records than offsets, maybe none."""
     if total - pos >= HEADER_SIZE:
         f = HEADER.unpack_from(buf, pos)
         if f[_MAGIC] == MAGIC and f[_LENGTH] >= _LENGTH_MIN \
                 and pos + f[_LENGTH] + LENGTH_OVERHEAD <= total \
-                and f[_COUNT] >= 1 and f[_DELTA] == f[_COUNT] - 1:
+                and ((f[_COUNT] >= 1 and f[_DELTA] == f[_COUNT] - 1)
+                     or (compacted_ok and f[_DELTA] >= 0 and 0 <= f[_COUNT] <= f[_DELTA])):
             return f
     h = peek(buf, pos)  # raises the precise error for a short buffer, bad magic or length
     if pos + h.size > total:

@@ -33,7 +33,7 @@ import re
 from typing import NamedTuple
 
 from raftlog.codec.batch import BatchHeader
-from raftlog.storage import checkpoint
+from raftlog.storage import checkpoint, cleaner
 from raftlog.storage.epochs import LeaderEpochCache
 from raftlog.storage.options import LogOptions
 from raftlog.storage.segment import (INDEX_SUFFIX, LOG_SUFFIX, TIMEINDEX_SUFFIX, Segment,
@@ -55,6 +55,7 @@ class Recovered(NamedTuple):
 
 def recover(directory: str, options: LogOptions, now_ms: int) -> Recovered:
     os.makedirs(directory, exist_ok=True)
+    cleaner.recover_swap(directory)  # finish or undo an interrupted compaction swap first
     bases = _tidy_directory(directory)
     values = checkpoint.read_values(os.path.join(directory, checkpoint.RECOVERY_FILE)) or {}
     recovery_point = values.get("recovery_point")

@@ -1,0 +1,311 @@
+"""Log compaction: keep the latest record per key in sealed segments below the high watermark.
+
+Owns the cleaner's decisions (`plan_clean`: which segments, whether the dirty ratio is high
+enough), the rewrite of segments (`clean`: offset map, batch rewriting, crash-safe swap) and the
+recovery of an interrupted swap (`recover_swap`, called by recovery.py before anything else).
+Imports only the stdlib, msgpack, raftlog.codec.batch and raftlog.storage; never asyncio or
+anything from raftlog.meta/server/replication, and never reads the clock: callers pass now_ms.
+`clean()` is blocking file work meant for a worker thread (the manager runs it through
+asyncio.to_thread); it never mutates the PartitionLog: it returns freshly opened Segments that
+the log's writer installs (`PartitionLog.install_cleaned`) on its own thread.
+
+What survives (Kafka's rules, kafka-reference §5):
+- a keyed record survives when it is the latest record of its key in [log start, end of the
+  cleaned range); order and original offsets are kept;
+- a tombstone (null value) that is the latest of its key survives until its batch's max
+  timestamp is more than delete.retention.ms before now, then goes;
+- records without a key (written before the topic became compacted) and control batches are
+  kept as they are; the active segment and anything at or above the HW are never touched;
+- segments younger than min.compaction.lag.ms (judged by their newest timestamp) are not
+  cleaned; a log is cleaned only when its dirty share (bytes above the last cleaned offset,
+  checkpointed in `cleaner-offset-checkpoint`) reaches min.cleanable.dirty.ratio.
+
+Batches stay the unit: each batch is copied verbatim when all its records survive, otherwise
+re-encoded with the same base offset, epoch, attributes, timestamps, producer id/epoch, base
+sequence and last_offset_delta, fewer records, each carrying its offset delta (codec/batch.py,
+"Compacted batches"). A batch left without records stays as a header with record_count 0: batch
+offsets stay contiguous (recovery, replica appends and the offset index need no gap rules) and
+idempotent-producer state, rebuilt from headers, keeps every sequence range. Cost: 62 bytes per
+emptied batch.
+
+Crash-safe swap (`_swap`), one step per boundary (each can be killed, see tests):
+1. every cleaned segment is written to `<base>.log.cleaned` and fsynced; the directory fsynced;
+2. commit point: the marker `cleaner-swap` listing the bases is written atomically (tmp, fsync,
+   rename, dir fsync);
+3. each `.cleaned` file is renamed over its `.log` and the old index files are removed;
+4. directory fsync, then the marker is removed.
+Recovery (`recover_swap`): with a marker, finish step 3 for its bases (roll forward; every
+`.cleaned` file is complete since step 1 ended before the marker existed); without one, delete
+any `.cleaned` file (roll back). Either way the old or the new segments are whole and valid.
+
+Replicas: every replica cleans its own log, independently, as Kafka does (followers run the same
+loop on their own HW and segments). The rewrite is deterministic given the same segment, offset
+map and time, but replicas roll segments at different moments and clean at different times, so
+byte identity of replicas no longer holds below the HW for compacted topics. What does hold, and
+what a checker must compare for compacted topics, is logical: at any offset that two replicas
+both still hold, they hold the same record (key, value, timestamp, headers), and after every
+replica has cleaned past an offset each holds exactly the latest record of every key below it
+(tombstones aside). Non-compacted topics keep byte-identical replicas.
+"""
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from operator import itemgetter
+from typing import Callable, Iterator, NamedTuple, Sequence
+
+import msgpack
+from crc32c import crc32c
+
+from raftlog.codec.batch import (CODEC_GZIP, CODEC_NONE, CRC_START, HEADER, HEADER_SIZE,
+                                 LENGTH_OVERHEAD, MAGIC, BatchHeader, peek)
+from raftlog.errors import CorruptBatchError
+from raftlog.storage import checkpoint
+from raftlog.storage.options import LogOptions
+from raftlog.storage.retention import segment_age_ts
+from raftlog.storage.segment import (INDEX_SUFFIX, LOG_SUFFIX, TIMEINDEX_SUFFIX, Segment,
+                                     SegmentInfo, file_stem)
+
+CLEANED_SUFFIX = ".cleaned"
+SWAP_MARKER = "cleaner-swap"
+OFFSET_CHECKPOINT = "cleaner-offset-checkpoint"   # first_dirty_offset
+READ_BUFFER_BYTES = 8 << 20
+
+_key = itemgetter(1)
+
+
+class CleanConfig(NamedTuple):
+    delete_retention_ms: int
+    min_cleanable_dirty_ratio: float
+    min_compaction_lag_ms: int
+
+
+class CleanPlan(NamedTuple):
+    segments: tuple[SegmentInfo, ...]  # sealed segments to rewrite, in offset order
+    end_offset: int                    # the offset map covers [log start, end_offset)
+    dirty_ratio: float
+
+
+class CleanStats(NamedTuple):
+    read_bytes: int
+    written_bytes: int
+    records_read: int
+    records_kept: int
+
+
+# -- decisions (pure) ---------------------------------------------------------------------------
+def plan_clean(segments: Sequence[SegmentInfo], log_start: int, high_watermark: int,
+               first_dirty: int, now_ms: int, cfg: CleanConfig) -> CleanPlan | None:
+    """Which sealed segments to clean now, or None (nothing cleanable or not dirty enough)."""
+    cands: list[SegmentInfo] = []
+    for s in segments:
+        if s.is_active or s.next_offset > high_watermark:
+            break
+        if s.next_offset <= log_start or s.size_bytes == 0:
+            continue
+        if cfg.min_compaction_lag_ms > 0 and \
+                now_ms - segment_age_ts(s) < cfg.min_compaction_lag_ms:
+            break
+        cands.append(s)
+    if not cands:
+        return None
+    total = sum(s.size_bytes for s in cands)
+    dirty = sum(s.size_bytes for s in cands if s.next_offset > first_dirty)
+    if dirty == 0:
+        return None
+    ratio = dirty / total
+    if ratio < cfg.min_cleanable_dirty_ratio:
+        return None
+    return CleanPlan(tuple(cands), cands[-1].next_offset, ratio)
+
+
+def read_first_dirty(directory: str) -> int:
+    values = checkpoint.read_values(os.path.join(directory, OFFSET_CHECKPOINT)) or {}
+    return values.get("first_dirty_offset", 0)
+
+
+# -- reading and rewriting batches --------------------------------------------------------------
+def iter_file_batches(path: str) -> Iterator[tuple[BatchHeader, bytes]]:
+    """(header, whole batch bytes) of every batch of a segment file, CRC checked."""
+    with open(path, "rb", buffering=READ_BUFFER_BYTES) as f:
+        while True:
+            head = f.read(HEADER_SIZE)
+            if len(head) < HEADER_SIZE:
+                return
+            h = peek(head)
+            data = head + f.read(h.size - HEADER_SIZE)
+            if len(data) != h.size:
+                return
+            if crc32c(memoryview(data)[CRC_START:]) != h.crc:
+                raise CorruptBatchError(f"{path}: CRC mismatch in batch at offset {h.base_offset}")
+            yield h, data
+
+
+def _body(h: BatchHeader, data: bytes) -> tuple:
+    payload = data[HEADER_SIZE:]
+    if h.codec == CODEC_GZIP:
+        payload = zlib.decompress(payload)
+    elif h.codec != CODEC_NONE:
+        raise CorruptBatchError(f"unsupported codec {h.codec}")
+    body = msgpack.unpackb(payload, raw=False, use_list=False, strict_map_key=False)
+    if not isinstance(body, tuple) or len(body) != h.record_count:
+        raise CorruptBatchError(f"batch at offset {h.base_offset}: record count mismatch")
+    return body
+
+
+def _offsets(h: BatchHeader, body: tuple) -> Sequence[int]:
+    base = h.base_offset
+    if len(body) == h.last_offset_delta + 1:
+        return range(base, base + len(body))
+    return [base + r[4] for r in body]
+
+
+def build_offset_map(paths: Sequence[str]) -> tuple[dict[bytes | None, int], int, int]:
+    """key -> offset of its latest record over the segment files, in order; plus bytes and
+    records read. Control batches are skipped."""
+    latest: dict[bytes | None, int] = {}
+    read = records = 0
+    for path in paths:
+        for h, data in iter_file_batches(path):
+            read += len(data)
+            if h.is_control or h.record_count == 0:
+                continue
+            body = _body(h, data)
+            records += len(body)
+            latest.update(zip(map(_key, body), _offsets(h, body)))
+    return latest, read, records
+
+
+def rewrite_batch(h: BatchHeader, data: bytes, latest: dict[bytes | None, int],
+                  tombstone_horizon_ms: int) -> tuple[bytes, int, int]:
+    """The cleaned batch (the input itself when every record survives); plus records in and
+    kept. Tombstones go when the batch's max timestamp is below `tombstone_horizon_ms`."""
+    if h.is_control or h.record_count == 0:
+        return data, 0, 0
+    body = _body(h, data)
+    offs = _offsets(h, body)
+    drop_tombstones = h.max_timestamp < tombstone_horizon_ms
+    keep = [i for i, (r, off) in enumerate(zip(body, offs))
+            if r[1] is None or (latest.get(r[1]) == off
+                                and not (drop_tombstones and r[2] is None))]
+    if len(keep) == len(body):
+        return data, len(body), len(body)
+    base = h.base_offset
+    out = [(body[i][0], body[i][1], body[i][2], body[i][3], offs[i] - base) for i in keep]
+    payload = msgpack.packb(out, use_bin_type=True)
+    if h.codec == CODEC_GZIP:
+        payload = zlib.compress(payload, 1)
+    buf = bytearray(HEADER_SIZE + len(payload))
+    HEADER.pack_into(buf, 0, base, HEADER_SIZE - LENGTH_OVERHEAD + len(payload), h.leader_epoch,
+                     MAGIC, 0, h.attributes, h.last_offset_delta, h.first_timestamp,
+                     h.max_timestamp, h.producer_id, h.producer_epoch, h.base_sequence,
+                     len(keep))
+    buf[HEADER_SIZE:] = payload
+    struct.pack_into(">I", buf, 17, crc32c(memoryview(buf)[CRC_START:]))
+    return bytes(buf), len(body), len(keep)
+
+
+# -- the whole clean ----------------------------------------------------------------------------
+Step = Callable[[str], None]   # called at each step boundary (crash-injection tests raise)
+
+
+def _no_step(_name: str) -> None:
+    return None
+
+
+def clean(directory: str, plan: CleanPlan, now_ms: int, cfg: CleanConfig, options: LogOptions,
+          step: Step = _no_step) -> tuple[list[Segment], CleanStats]:
+    """Rewrite the planned segments and swap them in on disk; returns the new Segments (opened,
+    indexes rebuilt, sealed) for the log's writer to install, and statistics. Blocking: run it
+    in a worker thread. A failure before the commit point leaves the old segments in place."""
+    log_paths = [_path(directory, s.base_offset, LOG_SUFFIX) for s in plan.segments]
+    latest, read_map, records_in = build_offset_map(log_paths)
+    step("mapped")
+    horizon = now_ms - cfg.delete_retention_ms
+    written = kept = read = 0
+    bases = [s.base_offset for s in plan.segments]
+    try:
+        for base, path in zip(bases, log_paths):
+            tmp = path + CLEANED_SUFFIX
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            try:
+                with os.fdopen(os.dup(fd), "wb", buffering=READ_BUFFER_BYTES) as out:
+                    for h, data in iter_file_batches(path):
+                        read += len(data)
+                        new, _n, k = rewrite_batch(h, data, latest, horizon)
+                        kept += k
+                        out.write(new)
+                        written += len(new)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            step(f"wrote-{base}")
+        checkpoint.fsync_dir(directory)
+    except BaseException:
+        for path in log_paths:
+            _unlink(path + CLEANED_SUFFIX)
+        raise
+    step("written")
+    _swap(directory, bases, step)
+    checkpoint.write_values(os.path.join(directory, OFFSET_CHECKPOINT),
+                            {"first_dirty_offset": plan.end_offset})
+    step("checkpointed")
+    segs = [_open_rebuilt(directory, b, options, now_ms) for b in bases]
+    return segs, CleanStats(read, written, records_in, kept)
+
+
+def _swap(directory: str, bases: list[int], step: Step) -> None:
+    checkpoint.write_rows(os.path.join(directory, SWAP_MARKER), [(b,) for b in bases])
+    step("committed")
+    for i, b in enumerate(bases):
+        _replace_segment(directory, b)
+        step(f"renamed-{i}")
+    checkpoint.fsync_dir(directory)
+    _unlink(os.path.join(directory, SWAP_MARKER))
+    checkpoint.fsync_dir(directory)
+    step("swapped")
+
+
+def _replace_segment(directory: str, base: int) -> None:
+    log_path = _path(directory, base, LOG_SUFFIX)
+    if os.path.exists(log_path + CLEANED_SUFFIX):
+        os.replace(log_path + CLEANED_SUFFIX, log_path)
+    # The old indexes point at old positions: drop them so they are rebuilt.
+    _unlink(_path(directory, base, INDEX_SUFFIX))
+    _unlink(_path(directory, base, TIMEINDEX_SUFFIX))
+
+
+def _open_rebuilt(directory: str, base: int, options: LogOptions, now_ms: int) -> Segment:
+    seg = Segment.open(directory, base, options, now_ms)
+    res = seg.recover(None, lambda _h: None)
+    if res.stop_reason is not None:
+        seg.close()
+        raise CorruptBatchError(f"cleaned segment {base} does not validate: {res.stop_reason}")
+    seg.seal()
+    return seg
+
+
+def recover_swap(directory: str) -> None:
+    """Finish (marker present) or undo (no marker) an interrupted swap; see the docstring."""
+    marker = os.path.join(directory, SWAP_MARKER)
+    rows = checkpoint.read_rows(marker) if os.path.exists(marker) else None
+    if rows is not None:
+        for row in rows:
+            _replace_segment(directory, int(row[0]))
+        checkpoint.fsync_dir(directory)
+    _unlink(marker)
+    for name in os.listdir(directory):
+        if name.endswith(CLEANED_SUFFIX):
+            _unlink(os.path.join(directory, name))
+
+
+def _path(directory: str, base: int, suffix: str) -> str:
+    return os.path.join(directory, file_stem(base) + suffix)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,180 @@
+"""Log compaction: the property (latest value per key, original offsets, order, tombstones),
+the dirty-ratio / lag / active-segment decisions, producer state across compaction, and a crash
+injected at every step boundary of the swap followed by a reopen."""
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from raftlog.codec import batch as B
+from raftlog.replication.producer_state import ProducerStateTable
+from raftlog.storage import LogOptions, PartitionLog
+from raftlog.storage.cleaner import (CLEANED_SUFFIX, SWAP_MARKER, CleanConfig, clean,
+                                     plan_clean, read_first_dirty)
+from raftlog.storage.segment import SegmentInfo
+
+OPTS = LogOptions(segment_bytes=600, index_interval_bytes=128)
+CFG = CleanConfig(delete_retention_ms=1000, min_cleanable_dirty_ratio=0.0,
+                  min_compaction_lag_ms=0)
+
+
+def write_log(d, batches, producer=False):
+    """batches: list of (timestamp, [(key, value), ...]); returns the open log."""
+    log = PartitionLog.open(d, OPTS, now_ms=0)
+    seq = 0
+    for ts, recs in batches:
+        kw = {}
+        if producer:
+            kw = dict(producer_id=7, producer_epoch=0, base_sequence=seq)
+            seq += len(recs)
+        log.append(bytearray(B.encode([(k, v, None, ts) for k, v in recs], **kw)), 0, ts)
+    log.roll(10**6)
+    return log
+
+
+def read_all(log):
+    out, off = [], log.log_start_offset
+    while off < log.log_end_offset:
+        data = log.read(off, 1 << 20)
+        recs = [r for r in B.decode(data) if r.offset >= off]
+        out.extend((r.offset, r.key, r.value) for r in recs)
+        last = None
+        for _p, h in B.iter_batches(data):
+            last = h
+        off = last.next_offset
+    return out
+
+
+def expected(batches, now, cfg=CFG):
+    latest = {}
+    off = 0
+    for ts, recs in batches:
+        for k, v in recs:
+            latest[k] = (off, k, v, ts)
+            off += 1
+    keep = [(o, k, v) for o, k, v, ts in latest.values()
+            if not (v is None and ts < now - cfg.delete_retention_ms)]
+    return sorted(keep)
+
+
+def run_clean(log, now, cfg=CFG, step=None):
+    segs = log.segments()
+    plan = plan_clean(segs, log.log_start_offset, log.log_end_offset,
+                      read_first_dirty(log.directory), now, cfg)
+    if plan is None:
+        return None
+    kw = {} if step is None else {"step": step}
+    new, stats = clean(log.directory, plan, now, cfg, log.options, **kw)
+    log.install_cleaned(new)
+    return stats
+
+
+batch_st = st.tuples(
+    st.integers(0, 5000),
+    st.lists(st.tuples(st.sampled_from([b"a", b"b", b"c", b"d", b"e", b"f"]),
+                       st.one_of(st.none(), st.binary(min_size=1, max_size=40))),
+             min_size=1, max_size=8))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batches=st.lists(batch_st, min_size=1, max_size=30), now=st.integers(0, 8000))
+def test_compaction_keeps_latest_per_key_at_original_offsets(tmp_path_factory, batches, now):
+    d = str(tmp_path_factory.mktemp("c"))
+    log = write_log(d, batches, producer=True)
+    before_producers = ProducerStateTable()
+    before_producers.rebuild(log.iter_batch_headers())
+    run_clean(log, now)
+    want = expected(batches, now)
+    assert read_all(log) == want
+    after = ProducerStateTable()
+    after.rebuild(log.iter_batch_headers())
+    assert after.producers == before_producers.producers  # sequence ranges survive
+    end = log.log_end_offset
+    log.close()
+    with PartitionLog.open(d, OPTS, now_ms=0) as again:   # recovery accepts cleaned segments
+        assert again.log_end_offset == end
+        assert read_all(again) == want
+        assert again.recovery_report.truncated_bytes == 0
+
+
+def test_decisions_active_hw_lag_ratio():
+    def s(base, nxt, size=100, ts=0, active=False):
+        return SegmentInfo(base, nxt, size, ts, 0, 0, active)
+    segs = [s(0, 10), s(10, 20), s(20, 30, ts=900), s(30, 40, active=True)]
+    p = plan_clean(segs, 0, 40, 0, 1000, CFG)
+    assert [x.base_offset for x in p.segments] == [0, 10, 20] and p.end_offset == 30
+    assert plan_clean(segs, 0, 15, 0, 1000, CFG).end_offset == 10           # below the HW
+    lag = CFG._replace(min_compaction_lag_ms=500)
+    assert plan_clean(segs, 0, 40, 0, 1000, lag).end_offset == 20           # too young
+    ratio = CFG._replace(min_cleanable_dirty_ratio=0.5)
+    assert plan_clean(segs, 0, 40, 20, 1000, ratio) is None                 # 1/3 dirty
+    assert plan_clean(segs, 0, 40, 10, 1000, ratio).dirty_ratio == pytest.approx(2 / 3)
+    assert plan_clean(segs, 0, 40, 30, 1000, CFG) is None                   # all clean
+
+
+def test_active_segment_untouched_and_dirty_ratio_checkpoint(tmp_path):
+    d = str(tmp_path)
+    batches = [(0, [(b"k", b"v%d" % i)]) for i in range(40)]
+    log = write_log(d, batches)
+    log.append(bytearray(B.encode([(b"k", b"active", None, 0), (b"k", b"active2", None, 0)])),
+               0, 0)
+    assert run_clean(log, 100) is not None
+    assert read_all(log) == [(39, b"k", b"v39"), (40, b"k", b"active"), (41, b"k", b"active2")]
+    assert read_first_dirty(d) == 40
+    assert run_clean(log, 100) is None       # nothing dirty any more
+    log.close()
+
+
+def test_keyless_records_survive(tmp_path):
+    log = write_log(str(tmp_path), [(0, [(None, b"x"), (b"k", b"1")]), (0, [(b"k", b"2")])])
+    run_clean(log, 0)
+    assert read_all(log) == [(0, None, b"x"), (2, b"k", b"2")]
+    log.close()
+
+
+class Crash(Exception):
+    pass
+
+
+def _contents(d):
+    with PartitionLog.open(d, OPTS, now_ms=0) as log:
+        assert not [n for n in os.listdir(d) if n.endswith(CLEANED_SUFFIX)]
+        assert not os.path.exists(os.path.join(d, SWAP_MARKER))
+        return read_all(log)
+
+
+def test_crash_at_every_step_leaves_old_or_new(tmp_path):
+    src = str(tmp_path / "src")
+    batches = [(0, [(b"k%d" % (i % 5), b"v%d" % i), (b"k%d" % (i % 3), None)]) for i in range(60)]
+    write_log(src, batches).close()
+    original = _contents(src)
+    steps: list[str] = []
+    probe = str(tmp_path / "probe")
+    shutil.copytree(src, probe)
+    log = PartitionLog.open(probe, OPTS, now_ms=0)
+    run_clean(log, 10**9, step=steps.append)
+    cleaned = read_all(log)
+    log.close()
+    assert cleaned == expected(batches, 10**9) and cleaned != original
+    assert "committed" in steps and len(steps) > 6
+    commit_at = steps.index("committed")
+    for i, name in enumerate(steps):
+        d = str(tmp_path / f"crash-{i}")
+        shutil.copytree(src, d)
+        log = PartitionLog.open(d, OPTS, now_ms=0)
+
+        def boom(s, name=name):
+            if s == name:
+                raise Crash(s)
+        with pytest.raises(Crash):
+            run_clean(log, 10**9, step=boom)
+        for seg in log._segments:      # a crash: no orderly close, just the fds gone
+            if seg.fd >= 0:
+                os.close(seg.fd)
+                seg.fd = -1
+        got = _contents(d)
+        assert got == (cleaned if i >= commit_at else original), f"crash at {name}"
