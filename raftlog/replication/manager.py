@@ -25,7 +25,7 @@ from raftlog.replication.fetcher import FetcherSession
 from raftlog.replication.flush import GroupCommit
 from raftlog.replication.partition import FOLLOWER, LEADER, Partition
 from raftlog.replication.progress import isr_changes
-from raftlog.storage import retention
+from raftlog.storage import cleaner, retention
 from raftlog.storage.log import PartitionLog
 from raftlog.storage.options import LogOptions
 
@@ -60,6 +60,7 @@ class ReplicaManager:
         self._seen_topics: dict[str, Any] = {}
         self._seen_registration: tuple[bool, int] = (False, -1)
         self._opening: set[tuple[str, int]] = set()
+        self._cleaning: set[tuple[str, int]] = set()
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self, spawn: Callable[..., asyncio.Task[Any]]) -> None:
@@ -74,6 +75,7 @@ class ReplicaManager:
         spawn(self._flush_loop(), "flush")
         spawn(self._checkpoint_loop(), "hw-checkpoint")
         spawn(self._retention_loop(), "retention")
+        spawn(self._cleaner_loop(), "log-cleaner")
         spawn(self._reconcile_when_registered(), "reconcile-on-register")
 
     async def stop(self) -> None:
@@ -358,6 +360,8 @@ class ReplicaManager:
             await asyncio.sleep(self.cfg.log.retention_check_interval_ms / 1000)
             now = now_ms()
             for p in list(self.partitions.values()):
+                if p.key in self._cleaning:
+                    continue   # the cleaner is rewriting its segments: next round
                 try:
                     self.retention_once(p, now)
                 except Exception:
@@ -383,3 +387,48 @@ class ReplicaManager:
                  p.topic, p.index, cutoff, deleted)
         p.wake()   # long-polling followers learn the new log start now
         return deleted
+
+    # -- compaction (issue 7) ---------------------------------------------------------------
+    async def _cleaner_loop(self) -> None:
+        """One cleaner per broker (Kafka's log.cleaner.threads=1): every retention interval,
+        clean each compacted partition that is dirty enough, on every replica (each replica
+        cleans its own log; see storage/cleaner.py for why and what replicas then share). The
+        file work runs in a worker thread; only installing the new segments runs here."""
+        while True:
+            await asyncio.sleep(self.cfg.log.retention_check_interval_ms / 1000)
+            for p in list(self.partitions.values()):
+                if "compact" not in p.config.get("cleanup.policy", ""):
+                    continue
+                try:
+                    await self.clean_once(p, now_ms())
+                except Exception:
+                    log.exception("%s-%d: log cleaning failed", p.topic, p.index)
+
+    async def clean_once(self, p: Partition, now: int) -> bool:
+        cfg = p.config
+        if p.log.closed or p.key in self._cleaning:
+            return False
+        ccfg = cleaner.CleanConfig(cfg["delete.retention.ms"],
+                                   float(cfg["min.cleanable.dirty.ratio"]),
+                                   cfg["min.compaction.lag.ms"])
+        d = p.log.directory
+        first_dirty = await asyncio.to_thread(cleaner.read_first_dirty, d)
+        plan = cleaner.plan_clean(p.log.segments(), p.log_start_offset, p.hw, first_dirty, now,
+                                  ccfg)
+        if plan is None:
+            return False
+        self._cleaning.add(p.key)
+        try:
+            segs, stats = await asyncio.to_thread(cleaner.clean, d, plan, now, ccfg,
+                                                  p.log.options)
+            if p.log.closed or self.partitions.get(p.key) is not p:
+                for seg in segs:
+                    seg.close()
+                return False
+            n = p.log.install_cleaned(segs)
+        finally:
+            self._cleaning.discard(p.key)
+        log.info("%s-%d: cleaned %d segments up to %d: %d -> %d bytes, %d of %d records kept",
+                 p.topic, p.index, n, plan.end_offset, stats.read_bytes, stats.written_bytes,
+                 stats.records_kept, stats.records_read)
+        return True

@@ -170,6 +170,8 @@ class Partition:
         """Append one validated client batch, or find where its earlier copy went."""
         self.check_can_append(acks)
         h = batch_codec.peek(batch)
+        if "compact" in self.config.get("cleanup.policy", "delete"):
+            self._require_keys(h, batch)
         dup = self.producers.check(h)
         if dup is not None:
             return Appended(dup.base_offset, dup.last_offset, True)
@@ -178,6 +180,15 @@ class Partition:
         self._advance_hw()
         self.wake()
         return Appended(res.base_offset, res.last_offset, False)
+
+    def _require_keys(self, h: batch_codec.BatchHeader, batch: bytearray) -> None:
+        """Compacted topics refuse keyless records (Kafka's LogValidator): a per-record check,
+        run only for compacted topics."""
+        recs = batch_codec.decode_records(h, memoryview(batch)[batch_codec.HEADER_SIZE:])
+        if any(r.key is None for r in recs):
+            raise error(ErrorCode.INVALID_RECORD,
+                        f"{self.topic} is compacted (cleanup.policy="
+                        f"{self.config.get('cleanup.policy')}): every record needs a key")
 
     def wait_committed(self, next_offset: int) -> asyncio.Future[int]:
         """Resolves once the HW reaches `next_offset` (the batch's last offset + 1)."""
