@@ -6,8 +6,10 @@ per-partition flow control (in-flight count, retry ordering) and delivery-timeou
 Imports only the stdlib, the client's structs/partitioner and `raftlog.errors`; it does no IO
 and never awaits: the producer appends, the sender drains (aiokafka's accumulator/sender split).
 
-Per-record work is one tuple appended to a list: `(key, value, headers, timestamp_ms)`, exactly
-the shape `codec.batch.encode` takes, so a batch is encoded once, when it is first drained.
+Per-record work is one tuple appended to a list, already in the wire shape
+`(timestamp_delta, key, value, headers or None)` that msgpack packs as is
+(`codec.batch.encode_wire`): a batch is encoded once, when it is first drained, with no
+per-record Python work.
 
 Ordering rules (what keeps a partition's records in order, with or without idempotence):
 1. A partition's batches leave in FIFO order; only the head of its queue is ever drained.
@@ -30,7 +32,7 @@ from raftlog.client.structs import RecordMetadata
 RECORD_OVERHEAD_BYTES = 8
 NO_SEQUENCE = -1
 
-Record = tuple  # (key, value, headers, timestamp_ms)
+Record = tuple  # wire shape: (timestamp_delta, key, value, headers list or None)
 
 
 class ProducerBatch:
@@ -38,7 +40,7 @@ class ProducerBatch:
 
     __slots__ = ("topic", "partition", "records", "size", "created_s", "deadline_s", "closed",
                  "future", "serial", "attempts", "retry_at_s", "last_error", "base_sequence",
-                 "producer_id", "producer_epoch", "encoded", "first_ts", "uniform_ts",
+                 "producer_id", "producer_epoch", "encoded", "first_ts", "max_ts", "uniform_ts",
                  "in_flight", "payload")
 
     def __init__(self, topic: str, partition: int, serial: int, now_s: float,
@@ -60,6 +62,7 @@ class ProducerBatch:
         self.producer_epoch = -1
         self.encoded: bytes | None = None
         self.first_ts = -1
+        self.max_ts = -1
         # True while every record shares first_ts: then metadata needs no per-record timestamps
         # after delivery and the records can be dropped.
         self.uniform_ts = True
@@ -74,7 +77,7 @@ class ProducerBatch:
     def timestamp_of(self, index: int) -> int:
         if self.uniform_ts:
             return self.first_ts
-        return self.records[index][3]
+        return self.first_ts + self.records[index][0]
 
     def metadata(self, index: int) -> RecordMetadata:
         """Metadata of record `index`; only valid once `future` holds a result."""
@@ -167,7 +170,7 @@ class PendingRecordFuture:
 
 
 _new_handle = tuple.__new__
-_TIMESTAMP = itemgetter(3)
+_DELTA = itemgetter(0)
 
 
 class PartitionQueue:
@@ -233,29 +236,35 @@ class Accumulator:
                         return self.append((tp[0], moved), key, value, headers, timestamp_ms,
                                            size)
             b = self._new_batch(tp[0], tp[1])
-            b.first_ts = timestamp_ms
-        elif timestamp_ms != b.first_ts:
-            b.uniform_ts = False
+            b.first_ts = b.max_ts = timestamp_ms
+            delta = 0
+        else:
+            delta = timestamp_ms - b.first_ts
+            if delta:
+                b.uniform_ts = False
+                if timestamp_ms > b.max_ts:
+                    b.max_ts = timestamp_ms
         recs = b.records
-        recs.append((key, value, headers, timestamp_ms))
+        recs.append((delta, key, value, headers))
         b.size += size
         self.memory_used += size
         if b.size >= self.batch_size:
             self._close(b)
         return _new_handle(RecordFuture, (b, len(recs) - 1))
 
-    def append_batch(self, topic: str, partition: int, records: list[Record], size: int,
-                     payload: bytes | None = None) -> ProducerBatch:
-        """Enqueue a whole closed batch (send_batch): after every record appended before it."""
+    def append_batch(self, topic: str, partition: int, records: list[Record], first_ts: int,
+                     max_ts: int, size: int, payload: bytes | None = None) -> ProducerBatch:
+        """Enqueue a whole closed batch (send_batch), `records` in wire shape (see
+        `codec.batch.wire_records`): after every record appended before it."""
         tp = (topic, partition)
         open_batch = self._open.get(tp)
         if open_batch is not None:
             self._close(open_batch)
         b = self._new_batch(topic, partition)
         b.records = records
-        b.first_ts = records[0][3]
-        stamps = list(map(_TIMESTAMP, records))
-        b.uniform_ts = stamps.count(b.first_ts) == len(stamps)
+        b.first_ts = first_ts
+        b.max_ts = max_ts
+        b.uniform_ts = list(map(_DELTA, records)).count(0) == len(records)
         b.size = size
         b.payload = payload
         self.memory_used += size

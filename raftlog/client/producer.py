@@ -258,6 +258,8 @@ class Producer:
         if headers:
             headers = _check_headers(headers)
             size += sum(len(k) + (len(v) if v else 0) + 2 for k, v in headers)
+        elif headers is not None:
+            headers = None  # the wire says "no headers" with nil
         if size > self.max_request_size:
             raise error(ErrorCode.MESSAGE_TOO_LARGE,
                         f"record of ~{size} bytes is larger than max_request_size "
@@ -307,13 +309,15 @@ class Producer:
         if widths == {2}:
             keys = list(map(_FIELD0, records))
             values = list(map(_FIELD1, records))
-            recs = list(zip(keys, values, repeat(None, n), repeat(now_ms, n)))
+            # Wire shape (timestamp_delta, key, value, headers): packed as is.
+            body = list(zip(repeat(0, n), keys, values, repeat(None, n)))
+            first_ts = max_ts = now_ms
             headers: list[Any] = []
         elif widths == {4}:
-            recs = list(map(tuple, records))
             keys = list(map(_FIELD0, records))
             values = list(map(_FIELD1, records))
             headers = list(filter(None, map(_FIELD2, records)))
+            body, first_ts, max_ts = codec.wire_records(records)
         else:
             raise ValueError("send_batch records are (key, value) or "
                              "(key, value, headers, timestamp_ms) tuples")
@@ -331,18 +335,19 @@ class Producer:
             raise ValueError("send_batch needs an explicit partition")
         if self._line or acc.memory_used + size > self.buffer_memory \
                 or self.client.metadata.partition_count(topic) is None:
-            return self._wait_in_line(topic, partition, (recs,), size, bulk=True)
-        return self._admit_bulk(topic, partition, recs, size)
+            return self._wait_in_line(topic, partition, (body, first_ts, max_ts), size, bulk=True)
+        return self._admit_bulk(topic, partition, body, first_ts, max_ts, size)
 
-    def _admit_bulk(self, topic: str, partition: int, recs: list[tuple], size: int) -> RecordFuture:
+    def _admit_bulk(self, topic: str, partition: int, body: list[tuple], first_ts: int,
+                    max_ts: int, size: int) -> RecordFuture:
         n = self.client.metadata.partition_count(topic)
         assert n is not None and self._acc is not None
         self._check_partition(topic, partition, n)
         payload = None
         if self.codec_id == codec.CODEC_NONE:
             # Pack the records body now so draining only adds the header and CRC.
-            payload = codec.pack_records(recs)[0]
-        b = self._acc.append_batch(topic, partition, recs, size, payload)
+            payload = codec.pack(body)
+        b = self._acc.append_batch(topic, partition, body, first_ts, max_ts, size, payload)
         return _new_handle(RecordFuture, (b, 0))
 
     def _choose(self, topic: str, key: bytes | None, partition: int | None,
@@ -416,8 +421,9 @@ class Producer:
         assert w.handle.admitted is not None and self._acc is not None
         try:
             if w.bulk:
-                (recs,) = w.args
-                inner = self._admit_bulk(w.topic, w.partition, recs, w.size)  # type: ignore[arg-type]
+                body, first_ts, max_ts = w.args
+                inner = self._admit_bulk(w.topic, w.partition, body, first_ts, max_ts,  # type: ignore[arg-type]
+                                         w.size)
                 w.handle.batch, w.handle.index = inner.batch, inner.index
             else:
                 key, value, headers, ts = w.args

@@ -167,15 +167,15 @@ class Sender:
             b.encoded = None
         if b.encoded is None:
             if b.payload is not None:
-                ts = b.first_ts if b.uniform_ts else max(r[3] for r in b.records)
                 b.encoded = codec.encode_payload(
-                    b.payload, len(b.records), b.first_ts, ts, attributes=self.codec_id,
+                    b.payload, len(b.records), b.first_ts, b.max_ts, attributes=self.codec_id,
                     producer_id=b.producer_id, producer_epoch=b.producer_epoch,
                     base_sequence=b.base_sequence)
             else:
-                b.encoded = codec.encode(
-                    b.records, codec=self.codec_id, producer_id=b.producer_id,
-                    producer_epoch=b.producer_epoch, base_sequence=b.base_sequence)
+                b.encoded = codec.encode_wire(
+                    b.records, b.first_ts, b.max_ts, codec=self.codec_id,
+                    producer_id=b.producer_id, producer_epoch=b.producer_epoch,
+                    base_sequence=b.base_sequence)
 
     async def _produce(self, node: int, batches: list[ProducerBatch]) -> None:
         body = {"acks": self.acks, "timeout_ms": self.request_timeout_ms,

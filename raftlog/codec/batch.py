@@ -188,13 +188,12 @@ def encode(
                           base_sequence=base_sequence)
 
 
-def pack_records(records: Sequence[tuple[bytes | None, bytes | None, Any, int]]
-                 ) -> tuple[bytes, int, int]:
-    """The uncompressed records payload of (key, value, headers, timestamp_ms) tuples, with
-    the first and the largest timestamp: (payload, first_ts, max_ts). At least one record.
+def wire_records(records: Sequence[tuple[bytes | None, bytes | None, Any, int]]
+                 ) -> tuple[list[tuple], int, int]:
+    """(key, value, headers, timestamp_ms) tuples -> (records in wire shape
+    `(timestamp_delta, key, value, headers or None)`, first_ts, max_ts). At least one record.
 
-    Per record only C-level loops (map/zip over columns) and msgpack: no Python bytecode runs
-    per record.
+    Per record only C-level loops (map/zip over columns): no Python bytecode runs per record.
     """
     n = len(records)
     stamps = list(map(_FIELD3, records))
@@ -210,8 +209,29 @@ def pack_records(records: Sequence[tuple[bytes | None, bytes | None, Any, int]]
         headers = repeat(None, n)
     else:
         headers = [list(h) if h else None for h in headers]
-    body = list(zip(deltas, map(_FIELD0, records), map(_FIELD1, records), headers))
+    return list(zip(deltas, map(_FIELD0, records), map(_FIELD1, records), headers)), first_ts, max_ts
+
+
+def pack_records(records: Sequence[tuple[bytes | None, bytes | None, Any, int]]
+                 ) -> tuple[bytes, int, int]:
+    """The uncompressed records payload of (key, value, headers, timestamp_ms) tuples, with
+    the first and the largest timestamp: (payload, first_ts, max_ts). At least one record."""
+    body, first_ts, max_ts = wire_records(records)
     return pack(body), first_ts, max_ts
+
+
+def encode_wire(body: Sequence[tuple], first_ts: int, max_ts: int, *, codec: int = CODEC_NONE,
+                producer_id: int = NO_PRODUCER_ID, producer_epoch: int = -1,
+                base_sequence: int = NO_SEQUENCE, attributes: int = 0) -> bytes:
+    """Build one batch from records already in wire shape `(timestamp_delta, key, value,
+    headers list or None)` (what the producer's accumulator appends): one msgpack call, no
+    per-record Python work."""
+    if not body:
+        raise ValueError("a batch holds at least one record")
+    return encode_payload(_compress(codec, pack(body)), len(body), first_ts, max_ts,
+                          attributes=(attributes & ~CODEC_MASK) | codec,
+                          producer_id=producer_id, producer_epoch=producer_epoch,
+                          base_sequence=base_sequence)
 
 
 def encode_payload(payload: bytes, record_count: int, first_timestamp: int, max_timestamp: int, *,

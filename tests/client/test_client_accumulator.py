@@ -43,7 +43,7 @@ async def test_records_fill_batches_up_to_batch_size():
     assert closed == [("t", 0), ("t", 0)]
     assert acc.memory_used == 7 * 30
     assert [len(b.records) for b in acc.queues[("t", 0)].batches] == [3, 3, 1]
-    assert handles[0].batch.records[1] == (None, b"x" * 22, None, 1)
+    assert handles[0].batch.records[1] == (0, None, b"x" * 22, None)  # wire shape: ts delta first
 
 
 async def test_oversized_record_gets_its_own_batch():
@@ -67,7 +67,7 @@ async def test_linger_holds_an_open_batch_until_due_or_flush():
     acc.append(("t", 0), None, b"y", None, 1, 10)
     acc.flushing += 1
     out, _, _ = acc.drain(clock.now, leaders({("t", 0): 1}), room, 1 << 20)
-    assert [b.records[0][1] for b in out[1]] == [b"y"]
+    assert [b.records[0][2] for b in out[1]] == [b"y"]  # wire shape: value third
 
 
 async def test_drain_groups_partitions_by_leader_one_batch_each():
