@@ -63,6 +63,7 @@ class Run:
         self.events: list[dict] = []
         self._lock = threading.Lock()
         self._cleaned = False
+        self._old_handlers: dict[int, Any] = {}
 
     def say(self, msg: str) -> None:
         if not self.cfg.quiet:
@@ -73,6 +74,10 @@ class Run:
         if self._cleaned:
             return
         self._cleaned = True
+        atexit.unregister(self.cleanup)
+        for s, h in self._old_handlers.items():
+            signal.signal(s, h)
+        self._old_handlers.clear()
         for p in (self.workload,):
             if p is not None and p.poll() is None:
                 p.kill()
@@ -102,7 +107,7 @@ class Run:
         atexit.register(self.cleanup)
         if threading.current_thread() is threading.main_thread():
             for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                signal.signal(s, self._signal)
+                self._old_handlers[s] = signal.signal(s, self._signal)
         os.environ[NETNS_ENV] = os.readlink("/proc/self/ns/net")
         shutil.rmtree(self.workdir, ignore_errors=True)
         os.makedirs(self.workdir)
