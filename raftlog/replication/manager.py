@@ -36,6 +36,9 @@ log = logging.getLogger("raftlog.replicas")
 
 ISR_CHECK_INTERVAL_MS = 500
 HW_CHECKPOINT_INTERVAL_MS = 5000
+# The cleaner thread may hold the GIL at most this share of wall time, so produce keeps >= 80%
+# of its throughput while a log is cleaned (benchmarks/cleaner_bench.py).
+CLEANER_BUSY_SHARE = 0.25
 TOPIC_ID_FILE = "topic_id"
 
 
@@ -420,7 +423,8 @@ class ReplicaManager:
         self._cleaning.add(p.key)
         try:
             segs, stats = await asyncio.to_thread(cleaner.clean, d, plan, now, ccfg,
-                                                  p.log.options)
+                                                  p.log.options,
+                                                  busy_share=CLEANER_BUSY_SHARE)
             if p.log.closed or self.partitions.get(p.key) is not p:
                 for seg in segs:
                     seg.close()

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import os
 import struct
+import time
 import zlib
 from operator import itemgetter
 from typing import Callable, Iterator, NamedTuple, Sequence
@@ -161,7 +162,8 @@ def _offsets(h: BatchHeader, body: tuple) -> Sequence[int]:
     return [base + r[4] for r in body]
 
 
-def build_offset_map(paths: Sequence[str]) -> tuple[dict[bytes | None, int], int, int]:
+def build_offset_map(paths: Sequence[str], pace: Callable[[], None] = lambda: None
+                     ) -> tuple[dict[bytes | None, int], int, int]:
     """key -> offset of its latest record over the segment files, in order; plus bytes and
     records read. Control batches are skipped."""
     latest: dict[bytes | None, int] = {}
@@ -174,6 +176,7 @@ def build_offset_map(paths: Sequence[str]) -> tuple[dict[bytes | None, int], int
             body = _body(h, data)
             records += len(body)
             latest.update(zip(map(_key, body), _offsets(h, body)))
+            pace()
     return latest, read, records
 
 
@@ -209,18 +212,39 @@ def rewrite_batch(h: BatchHeader, data: bytes, latest: dict[bytes | None, int],
 # -- the whole clean ----------------------------------------------------------------------------
 Step = Callable[[str], None]   # called at each step boundary (crash-injection tests raise)
 
+PACE_SLICE_S = 0.005
+
+
+class Pacer:
+    """Keeps the cleaner's busy time to `busy_share` of wall time (Kafka throttles the cleaner
+    by I/O rate; here the scarce resource is the GIL the broker's event loop also needs): after
+    each slice of work it sleeps busy * (1 - share) / share, releasing the GIL. 1.0 = no pacing."""
+
+    def __init__(self, busy_share: float = 1.0):
+        self.share = busy_share
+        self.t0 = time.perf_counter()
+
+    def __call__(self) -> None:
+        if self.share >= 1.0:
+            return
+        busy = time.perf_counter() - self.t0
+        if busy >= PACE_SLICE_S:
+            time.sleep(busy * (1 - self.share) / self.share)
+            self.t0 = time.perf_counter()
+
 
 def _no_step(_name: str) -> None:
     return None
 
 
 def clean(directory: str, plan: CleanPlan, now_ms: int, cfg: CleanConfig, options: LogOptions,
-          step: Step = _no_step) -> tuple[list[Segment], CleanStats]:
+          step: Step = _no_step, busy_share: float = 1.0) -> tuple[list[Segment], CleanStats]:
     """Rewrite the planned segments and swap them in on disk; returns the new Segments (opened,
     indexes rebuilt, sealed) for the log's writer to install, and statistics. Blocking: run it
     in a worker thread. A failure before the commit point leaves the old segments in place."""
     log_paths = [_path(directory, s.base_offset, LOG_SUFFIX) for s in plan.segments]
-    latest, read_map, records_in = build_offset_map(log_paths)
+    pace = Pacer(busy_share)
+    latest, read_map, records_in = build_offset_map(log_paths, pace)
     step("mapped")
     horizon = now_ms - cfg.delete_retention_ms
     written = kept = read = 0
@@ -234,6 +258,7 @@ def clean(directory: str, plan: CleanPlan, now_ms: int, cfg: CleanConfig, option
                     for h, data in iter_file_batches(path):
                         read += len(data)
                         new, _n, k = rewrite_batch(h, data, latest, horizon)
+                        pace()
                         kept += k
                         out.write(new)
                         written += len(new)
