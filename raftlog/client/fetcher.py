@@ -52,7 +52,7 @@ class FetchResult:
     """
 
     __slots__ = ("generation", "raw", "pos", "body", "index", "offset", "timestamp",
-                 "log_append", "next_offset", "size")
+                 "log_append", "next_offset", "size", "offsets")
 
     def __init__(self, generation: int, raw: bytes, next_offset: int) -> None:
         self.generation = generation
@@ -61,6 +61,7 @@ class FetchResult:
         self.body: tuple = ()
         self.index = 0
         self.offset = 0
+        self.offsets: list[int] | None = None  # a compacted batch's record offsets
         self.timestamp = 0        # the batch's first timestamp, or its log-append time
         self.log_append = False
         self.next_offset = next_offset  # offset after the last batch of `raw`
@@ -83,6 +84,7 @@ class FetchResult:
         self.body = body
         self.index = skip
         self.offset = h.base_offset
+        self.offsets = _compacted_offsets(h, body)
         self.log_append = bool(h.attributes & codec.TIMESTAMP_LOG_APPEND)
         self.timestamp = h.max_timestamp if self.log_append else h.first_timestamp
 
@@ -128,12 +130,24 @@ def _next_batch(topic: str, partition: int, raw: bytes | memoryview, start: int,
                                     f"says {h.record_count} records, holds "
                                     f"{len(body) if isinstance(body, tuple) else 'no list'}")
         skip = position - h.base_offset if position > h.base_offset else 0
+        if skip and len(body) != h.last_offset_delta + 1:  # compacted: count by offset
+            skip = sum(1 for r in body if h.base_offset + r[4] < position)
         return pos, h, body, skip
     return None
 
 
+def _compacted_offsets(h: codec.BatchHeader, body: tuple) -> list[int] | None:
+    """Absolute offsets of a compacted batch's records (each carries its offset delta, see
+    codec/batch.py), None for an ordinary batch (offset = base + position)."""
+    if len(body) == h.last_offset_delta + 1:
+        return None
+    base = h.base_offset
+    return [base + r[4] for r in body]
+
+
 def make_records(topic: str, partition: int, first_offset: int, body: tuple,
-                 timestamp: int, log_append: bool) -> list[ConsumerRecord]:
+                 timestamp: int, log_append: bool,
+                 offsets: Any = None) -> list[ConsumerRecord]:
     """ConsumerRecords of msgpack record tuples `body` (the first at `first_offset`) of a batch
     whose first timestamp (or log-append time, when `log_append`) is `timestamp`.
 
@@ -154,7 +168,8 @@ def make_records(topic: str, partition: int, first_offset: int, body: tuple,
                   else map(add, repeat(timestamp), deltas))
         return list(map(_new, repeat(ConsumerRecord),
                         zip(repeat(topic), repeat(partition),
-                            range(first_offset, first_offset + len(body)),
+                            offsets if offsets is not None
+                            else range(first_offset, first_offset + len(body)),
                             ts, map(_key, body), map(_value, body), hs)))
     except (TypeError, IndexError) as exc:
         raise CorruptBatchError(f"{topic}-{partition}: malformed record in batch with offsets "
@@ -173,8 +188,10 @@ def decode_records(topic: str, partition: int, raw: bytes | memoryview,
             return out
         pos, h, body, skip = found
         ts_mode = bool(h.attributes & codec.TIMESTAMP_LOG_APPEND)
+        offs = _compacted_offsets(h, body)
         out += make_records(topic, partition, h.base_offset + skip, body[skip:] if skip else body,
-                            h.max_timestamp if ts_mode else h.first_timestamp, ts_mode)
+                            h.max_timestamp if ts_mode else h.first_timestamp, ts_mode,
+                            offs[skip:] if offs is not None else None)
 
 
 class Fetcher:
@@ -494,16 +511,20 @@ class Fetcher:
                 if k > budget:
                     k = budget
                 first = res.offset + i
+                offs = res.offsets
+                if offs is not None:
+                    first = offs[i]
                 take = make_records(tp.topic, tp.partition, first,
                                     body if k == len(body) else body[i:i + k],
-                                    res.timestamp, res.log_append)
+                                    res.timestamp, res.log_append,
+                                    None if offs is None else offs[i:i + k])
                 res.index = i + k
                 got = out.get(tp)
                 if got is None:
                     out[tp] = take
                 else:
                     got += take
-                st.position = first + k
+                st.position = first + k if offs is None else offs[i + k - 1] + 1
                 budget -= k
                 if res.raw is None and res.index >= len(body):
                     buf.popleft()

@@ -178,3 +178,22 @@ def test_crash_at_every_step_leaves_old_or_new(tmp_path):
                 seg.fd = -1
         got = _contents(d)
         assert got == (cleaned if i >= commit_at else original), f"crash at {name}"
+
+
+def test_clients_read_compacted_batches_at_original_offsets():
+    from raftlog.client.fetcher import decode_records
+    from raftlog.storage.cleaner import rewrite_batch
+    data = B.encode([(b"a", b"1", None, 5), (b"b", b"2", None, 5), (b"a", b"3", None, 6),
+                     (b"c", None, None, 6)], base_offset=10, producer_id=3, producer_epoch=0,
+                    base_sequence=0)
+    h = B.peek(data)
+    new, n, kept = rewrite_batch(h, data, {b"a": 12, b"b": 11, b"c": 13}, tombstone_horizon_ms=0)
+    assert (n, kept) == (4, 3)
+    nh = B.peek(new)
+    assert (nh.base_offset, nh.last_offset_delta, nh.record_count, nh.base_sequence) == \
+        (10, 3, 3, 0)
+    assert [(r.offset, r.value) for r in B.decode(new)] == [(11, b"2"), (12, b"3"), (13, None)]
+    got = decode_records("t", 0, new, 12)
+    assert [(r.offset, r.value, r.timestamp) for r in got] == [(12, b"3", 6), (13, None, 6)]
+    got = decode_records("t", 0, new, 0)
+    assert [r.offset for r in got] == [11, 12, 13]
