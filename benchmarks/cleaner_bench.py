@@ -26,12 +26,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from raftlog.codec import batch as B  # noqa: E402
 from raftlog.storage import LogOptions, PartitionLog  # noqa: E402
+from raftlog.replication.manager import CLEANER_BUSY_SHARE, Pacer  # noqa: E402
 from raftlog.storage import cleaner  # noqa: E402
 
 RECORD_BYTES = 1024
 BATCH_RECORDS = 100
 OPTS = LogOptions(segment_bytes=128 << 20, flush_policy="interval")
-BUSY_SHARE = 0.25   # what the broker uses (replication.manager.CLEANER_BUSY_SHARE)
+BUSY_SHARE = CLEANER_BUSY_SHARE   # what the broker uses
 CFG = cleaner.CleanConfig(delete_retention_ms=0, min_cleanable_dirty_ratio=0.0,
                           min_compaction_lag_ms=0)
 
@@ -95,7 +96,7 @@ async def produce_compare(d: str, seconds: float, tmp: str) -> tuple[float, floa
     plan = cleaner.plan_clean(log.segments(), 0, log.log_end_offset, 0, 10**12, CFG)
     assert plan is not None
     clean_task = asyncio.ensure_future(asyncio.to_thread(
-        cleaner.clean, d, plan, 10**12, CFG, log.options, busy_share=BUSY_SHARE))
+        cleaner.clean, d, plan, 10**12, CFG, log.options, pace=Pacer(BUSY_SHARE)))
     await asyncio.sleep(0.05)
     b1, t1 = await produce_for(plog, seconds)
     overlapped = not clean_task.done()

@@ -39,6 +39,25 @@ HW_CHECKPOINT_INTERVAL_MS = 5000
 # The cleaner thread may hold the GIL at most this share of wall time, so produce keeps >= 80%
 # of its throughput while a log is cleaned (benchmarks/cleaner_bench.py).
 CLEANER_BUSY_SHARE = 0.25
+PACE_SLICE_S = 0.005
+
+
+class Pacer:
+    """Keeps the cleaner thread's busy time to `busy_share` of wall time (Kafka throttles the
+    cleaner by I/O rate; here the scarce resource is the GIL the event loop needs too): after
+    each slice of work it sleeps busy * (1 - share) / share, releasing the GIL."""
+
+    def __init__(self, busy_share: float = 1.0):
+        self.share = busy_share
+        self.t0 = time.perf_counter()
+
+    def __call__(self) -> None:
+        if self.share >= 1.0:
+            return
+        busy = time.perf_counter() - self.t0
+        if busy >= PACE_SLICE_S:
+            time.sleep(busy * (1 - self.share) / self.share)
+            self.t0 = time.perf_counter()
 TOPIC_ID_FILE = "topic_id"
 
 
@@ -424,7 +443,7 @@ class ReplicaManager:
         try:
             segs, stats = await asyncio.to_thread(cleaner.clean, d, plan, now, ccfg,
                                                   p.log.options,
-                                                  busy_share=CLEANER_BUSY_SHARE)
+                                                  pace=Pacer(CLEANER_BUSY_SHARE))
             if p.log.closed or self.partitions.get(p.key) is not p:
                 for seg in segs:
                     seg.close()

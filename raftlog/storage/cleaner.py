@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import os
 import struct
-import time
 import zlib
 from operator import itemgetter
 from typing import Callable, Iterator, NamedTuple, Sequence
@@ -212,25 +211,7 @@ def rewrite_batch(h: BatchHeader, data: bytes, latest: dict[bytes | None, int],
 # -- the whole clean ----------------------------------------------------------------------------
 Step = Callable[[str], None]   # called at each step boundary (crash-injection tests raise)
 
-PACE_SLICE_S = 0.005
-
-
-class Pacer:
-    """Keeps the cleaner's busy time to `busy_share` of wall time (Kafka throttles the cleaner
-    by I/O rate; here the scarce resource is the GIL the broker's event loop also needs): after
-    each slice of work it sleeps busy * (1 - share) / share, releasing the GIL. 1.0 = no pacing."""
-
-    def __init__(self, busy_share: float = 1.0):
-        self.share = busy_share
-        self.t0 = time.perf_counter()
-
-    def __call__(self) -> None:
-        if self.share >= 1.0:
-            return
-        busy = time.perf_counter() - self.t0
-        if busy >= PACE_SLICE_S:
-            time.sleep(busy * (1 - self.share) / self.share)
-            self.t0 = time.perf_counter()
+Pace = Callable[[], None]      # called after each batch: the caller's throttle (may sleep)
 
 
 def _no_step(_name: str) -> None:
@@ -238,12 +219,12 @@ def _no_step(_name: str) -> None:
 
 
 def clean(directory: str, plan: CleanPlan, now_ms: int, cfg: CleanConfig, options: LogOptions,
-          step: Step = _no_step, busy_share: float = 1.0) -> tuple[list[Segment], CleanStats]:
+          step: Step = _no_step, pace: Pace = lambda: None
+          ) -> tuple[list[Segment], CleanStats]:
     """Rewrite the planned segments and swap them in on disk; returns the new Segments (opened,
     indexes rebuilt, sealed) for the log's writer to install, and statistics. Blocking: run it
     in a worker thread. A failure before the commit point leaves the old segments in place."""
     log_paths = [_path(directory, s.base_offset, LOG_SUFFIX) for s in plan.segments]
-    pace = Pacer(busy_share)
     latest, read_map, records_in = build_offset_map(log_paths, pace)
     step("mapped")
     horizon = now_ms - cfg.delete_retention_ms
