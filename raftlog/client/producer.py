@@ -321,10 +321,13 @@ class Producer:
         else:
             raise ValueError("send_batch records are (key, value) or "
                              "(key, value, headers, timestamp_ms) tuples")
-        if not set(map(type, values)).union(map(type, keys)) <= _BYTES_OR_NONE:
+        no_keys = keys.count(None) == n  # the usual bulk load: identity compares only
+        if not (set(map(type, values)) if no_keys else
+                set(map(type, values)).union(map(type, keys))) <= _BYTES_OR_NONE:
             raise TypeError("send_batch keys and values must be bytes or None")
-        size = (RECORD_OVERHEAD_BYTES * n + sum(map(len, filter(None, values)))
-                + sum(map(len, filter(None, keys))))
+        size = RECORD_OVERHEAD_BYTES * n + sum(map(len, filter(None, values)))
+        if not no_keys:
+            size += sum(map(len, filter(None, keys)))
         for h in headers:
             size += sum(len(hk) + (len(hv) if hv else 0) + 2 for hk, hv in h)
         if size > self.max_request_size:

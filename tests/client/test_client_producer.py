@@ -84,6 +84,9 @@ async def test_send_batch_gives_one_batch_with_consecutive_offsets(fake):
         assert (md4.offset, md4.timestamp) == (4, 1234)
         with pytest.raises(MessageTooLargeError):
             p.send_batch("t", 2, [(None, b"z" * 2000)] * 1000)
+        for bad in ([(None, "str")], [("str", b"v")], [(None, b"a"), (None, b"b", None, 1)]):
+            with pytest.raises((TypeError, ValueError)):  # checked before anything is queued
+                p.send_batch("t", 2, bad)
     assert log_values(fake, "t", 2) == [(0, None, b"before"), (1, None, b"a"), (2, b"k", b"b"),
                                         (3, None, b"c"), (4, b"k", b"d")]
     assert [h.record_count for h in fake.batch_headers("t", 2)] == [1, 3, 1]
