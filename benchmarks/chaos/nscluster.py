@@ -40,8 +40,10 @@ replica_fetch_wait_max_ms = 500
 class NsCluster:
     def __init__(self, workdir: str, n: int, addr: Callable[[int], str],
                  prefix: Callable[[int], list[str]], python: str, probe: Any = None,
-                 extra_toml: str = ""):
+                 extra_toml: str = "", ports: dict[int, tuple[int, int]] | None = None):
         self.workdir = workdir
+        # (http, raft) port per node: the same everywhere in namespaces, distinct on loopback
+        self.ports = ports or {i: (HTTP_PORT, RAFT_PORT) for i in range(1, n + 1)}
         self.n = n
         self.addr = addr
         self.prefix = prefix
@@ -51,8 +53,8 @@ class NsCluster:
         lines = [f'[cluster]\nid = "chaos"\nsecret = "{secrets.token_hex(16)}"\n', FAST_TOML,
                  extra_toml]
         for i in range(1, n + 1):
-            lines.append(f'[[nodes]]\nid = {i}\nhost = "{addr(i)}"\nhttp_port = {HTTP_PORT}\n'
-                         f'raft_port = {RAFT_PORT}\ndata_dir = "node-{i}"\n')
+            lines.append(f'[[nodes]]\nid = {i}\nhost = "{addr(i)}"\nhttp_port = {self.ports[i][0]}\n'
+                         f'raft_port = {self.ports[i][1]}\ndata_dir = "node-{i}"\n')
         self.config_path = os.path.join(workdir, "cluster.toml")
         with open(self.config_path, "w") as fh:
             fh.write("\n".join(lines))
@@ -63,11 +65,11 @@ class NsCluster:
         return os.path.join(self.workdir, f"node-{i}")
 
     def url(self, i: int, path: str = "") -> str:
-        return f"http://{self.addr(i)}:{HTTP_PORT}{path}"
+        return f"http://{self.addr(i)}:{self.ports[i][0]}{path}"
 
     @property
     def bootstrap(self) -> str:
-        return ",".join(f"{self.addr(i)}:{HTTP_PORT}" for i in range(1, self.n + 1))
+        return ",".join(f"{self.addr(i)}:{self.ports[i][0]}" for i in range(1, self.n + 1))
 
     # -- processes --------------------------------------------------------------------------
     def start(self, i: int | None = None) -> None:

@@ -29,7 +29,23 @@ def has_default_route() -> bool:
     return False
 
 
+LOOPBACK_ENV = "RAFTLOG_CHAOS_LOOPBACK"
+
+
+def loopback_mode() -> bool:
+    """The no-namespace fallback: everything on 127.0.0.1; callers must refuse other hosts."""
+    return os.environ.get(LOOPBACK_ENV) == "1"
+
+
+def host_allowed(host: str) -> bool:
+    if loopback_mode():
+        return host.startswith("127.")
+    return True   # inside a lab namespace without a default route: nothing can leave
+
+
 def unsafe_reason() -> str | None:
+    if loopback_mode():
+        return None
     root = os.environ.get(ENV)
     if not root:
         return f"{ENV} is not set (start through the harness)"

@@ -13,7 +13,9 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from benchmarks.chaos.nsguard import require_private_netns
+from urllib.parse import urlsplit
+
+from benchmarks.chaos.nsguard import host_allowed, require_private_netns
 
 
 def _serve() -> None:
@@ -21,6 +23,8 @@ def _serve() -> None:
     for line in sys.stdin:
         try:
             req = json.loads(line)
+            if not host_allowed(urlsplit(req["url"]).hostname or ""):
+                raise PermissionError(f"host of {req['url']} not allowed here")
             data = None if req.get("body") is None else json.dumps(req["body"]).encode()
             r = urllib.request.Request(req["url"], data=data, method=req.get("method", "GET"),
                                        headers={"Content-Type": "application/json"})

@@ -8,7 +8,7 @@ from typing import Any
 def summary_lines(res: dict[str, Any]) -> list[str]:
     c = res["check"]
     a = res["availability"]
-    out = [f"chaos run: nodes={res['nodes']} nemesis={res['nemesis']} seed={res['seed']} "
+    out = [f"chaos run ({res.get('network', 'namespaces')}): nodes={res['nodes']} nemesis={res['nemesis']} seed={res['seed']} "
            f"time={res['time']}s  faults={len(res['faults'])}",
            f"operations {c['ops']}  acknowledged {c['ok']}  failed {c['fail']}  "
            f"indeterminate {c['info']}  pending {c['pending']}",

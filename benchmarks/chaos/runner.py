@@ -19,6 +19,7 @@ from benchmarks.chaos import checker, netlab, replicas, report
 from benchmarks.chaos.nemesis import Nemesis, expand
 from benchmarks.chaos.nscluster import ROOT, NsCluster
 from benchmarks.chaos.nsguard import ENV as NETNS_ENV
+from benchmarks.chaos.nsguard import LOOPBACK_ENV
 from benchmarks.chaos.probe import Probe
 
 PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
@@ -34,6 +35,7 @@ class RunConfig:
     seed: int = 7
     partitions: int = 4
     producers: int = 2
+    group_consumers: int = 0
     rate: float = 200.0
     topic: str = "chaos"
     results: str = os.path.join(ROOT, "results", "chaos")
@@ -41,6 +43,8 @@ class RunConfig:
     quiet: bool = False
     hold: tuple[float, float] = (3.0, 8.0)
     gap: tuple[float, float] = (3.0, 6.0)
+    loopback: bool = False          # force the 127.0.0.1 fallback (process faults only)
+    allow_fallback: bool = True     # fall back when namespaces cannot be made
     extra: dict = field(default_factory=dict)
 
 
@@ -75,6 +79,7 @@ class Run:
             return
         self._cleaned = True
         atexit.unregister(self.cleanup)
+        os.environ.pop(LOOPBACK_ENV, None)
         for s, h in self._old_handlers.items():
             signal.signal(s, h)
         self._old_handlers.clear()
@@ -94,14 +99,20 @@ class Run:
         raise SystemExit(128 + signum)
 
     def setup(self) -> None:
-        why = netlab.preflight()
-        if why:
-            raise Unavailable(why)
-        err = netlab.ensure_nft()
-        if err:
-            raise Unavailable(err)
-        stale = netlab.remove_stale()
+        why = "--loopback given" if self.cfg.loopback else netlab.preflight()
+        err = None if why else netlab.ensure_nft()
         self.t0 = time.time()
+        self.loopback = bool(why or err)
+        if self.loopback:
+            if not self.cfg.allow_fallback:
+                raise Unavailable(why or err or "")
+            net = [f for f in self.families if f.split("-")[0] in ("partition", "loss")]
+            self.say(f"network namespaces unusable ({why or err}): falling back to 127.0.0.1, "
+                     f"process faults only" + (f"; dropping {','.join(net)}" if net else ""))
+            self.families = [f for f in self.families if f not in net]
+            if not self.families:
+                raise Unavailable(f"{why or err}; and {self.cfg.nemesis} needs namespaces")
+        stale = [] if self.loopback else netlab.remove_stale()
         if stale:
             self.say(f"removed stale namespaces: {' '.join(stale)}")
         atexit.register(self.cleanup)
@@ -109,15 +120,24 @@ class Run:
             for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 self._old_handlers[s] = signal.signal(s, self._signal)
         os.environ[NETNS_ENV] = os.readlink("/proc/self/ns/net")
+        if self.loopback:
+            os.environ[LOOPBACK_ENV] = "1"
         shutil.rmtree(self.workdir, ignore_errors=True)
         os.makedirs(self.workdir)
         os.makedirs(self.outdir, exist_ok=True)
-        self.lab = netlab.NetLab(self.cfg.nodes)
+        n = self.cfg.nodes
+        self.lab = netlab.LoopLab(n) if self.loopback else netlab.NetLab(n)
         self.lab.up()
         self.probe = Probe(self.lab.exec_prefix(self.lab.client_ns), PYTHON, ROOT)
         lab = self.lab
-        self.cluster = NsCluster(self.workdir, self.cfg.nodes, lab.addr,
-                                 lambda i: lab.exec_prefix(lab.node_ns(i)), PYTHON, self.probe)
+        ports = None
+        if self.loopback:
+            from raftlog.testing.cluster import free_ports
+            ps = free_ports(2 * n)
+            ports = {i: (ps[i - 1], ps[n + i - 1]) for i in range(1, n + 1)}
+        self.cluster = NsCluster(self.workdir, n, lab.addr,
+                                 lambda i: lab.exec_prefix(lab.node_ns(i)), PYTHON, self.probe,
+                                 ports=ports)
 
     def _log(self, ev: dict) -> None:
         with self._lock:
@@ -156,6 +176,7 @@ class Run:
         self.workload = subprocess.Popen(
             self.lab.exec_prefix(self.lab.client_ns) + wl + ["run"] + common +
             ["--time", str(cfg.time), "--producers", str(cfg.producers), "--rate", str(cfg.rate),
+             "--group-consumers", str(cfg.group_consumers),
              "--seed", str(cfg.seed), "--out", hist_path],
             cwd=ROOT, stdout=wl_log, stderr=subprocess.STDOUT)
         run_start = time.time()
@@ -201,7 +222,8 @@ class Run:
         check = checker.check(events)
         avail = checker.availability(events)
         t0 = min([e["time"] for e in events if e.get("type") == "invoke"] or [run_start])
-        res = {"name": self.name, "nodes": cfg.nodes, "nemesis": cfg.nemesis, "seed": cfg.seed,
+        res = {"name": self.name, "nodes": cfg.nodes,
+               "network": "loopback" if self.loopback else "namespaces", "nemesis": cfg.nemesis, "seed": cfg.seed,
                "time": cfg.time, "t0": t0, "final_rc": fin.returncode,
                "faults": [e for e in events if e.get("type") == "nemesis"],
                "check": check, "availability": avail,

@@ -27,7 +27,7 @@ import sys
 import time
 from typing import Any
 
-from benchmarks.chaos.nsguard import require_private_netns
+from benchmarks.chaos.nsguard import host_allowed, require_private_netns
 
 
 class History:
@@ -159,6 +159,55 @@ async def _consumer(name: str, args: argparse.Namespace, parts: list[int], hist:
                 pass
 
 
+async def _group_consumer(name: str, args: argparse.Namespace, hist: History,
+                          deadline: float) -> None:
+    """A consumer in group `chaos-group`: subscribe, poll, commit after each poll. A change of
+    assignment is logged as `assign` without positions (monotonic checks restart)."""
+    from raftlog import Consumer
+    while time.monotonic() < deadline:
+        c = Consumer(bootstrap_servers=args.bootstrap, group_id="chaos-group",
+                     auto_offset_reset="earliest", enable_auto_commit=False,
+                     fetch_max_wait_ms=300, request_timeout_ms=args.request_timeout_ms,
+                     bootstrap_timeout_ms=3000, metadata_max_age_ms=5000,
+                     session_timeout_ms=6000, heartbeat_interval_ms=1000,
+                     client_id=f"chaos-{name}")
+        assigned: set = set()
+        try:
+            await asyncio.wait_for(c.start(), 10)
+            c.subscribe([args.topic])
+            while time.monotonic() < deadline:
+                got = await c.getmany(timeout_ms=300)
+                now = set(c.assignment())
+                if now != assigned:
+                    assigned = now
+                    hist.write({"type": "assign", "process": name,
+                                "partitions": sorted(tp.partition for tp in now)})
+                for tp, recs in got.items():
+                    if recs:
+                        hist.write({"type": "poll", "process": name, "partition": tp.partition,
+                                    "records": [[r.offset, (r.value or b"").decode()]
+                                                for r in recs]})
+                if any(got.values()):
+                    offsets = {tp: recs[-1].offset + 1 for tp, recs in got.items() if recs}
+                    try:
+                        await asyncio.wait_for(c.commit(offsets), 5)
+                        for tp, off in offsets.items():
+                            hist.write({"type": "commit", "group": "chaos-group",
+                                        "process": name, "partition": tp.partition,
+                                        "offset": off})
+                    except Exception as exc:
+                        hist.write({"type": "note", "process": name,
+                                    "what": f"commit: {exc!r}"[:300]})
+        except Exception as exc:
+            hist.write({"type": "note", "process": name, "what": f"group consumer: {exc!r}"[:300]})
+            await asyncio.sleep(0.5)
+        finally:
+            try:
+                await asyncio.wait_for(c.stop(), 5)
+            except Exception:
+                pass
+
+
 async def run(args: argparse.Namespace) -> None:
     hist = History(args.out)
     rng = random.Random(args.seed)
@@ -170,6 +219,7 @@ async def run(args: argparse.Namespace) -> None:
     parts = list(range(args.partitions))
     jobs += [_consumer(f"c{i}", args, parts[i::args.consumers], hist, deadline)
              for i in range(args.consumers)]
+    jobs += [_group_consumer(f"g{i}", args, hist, deadline) for i in range(args.group_consumers)]
     progress = asyncio.create_task(_progress(hist, deadline))
     try:
         await asyncio.wait_for(asyncio.gather(*jobs),
@@ -245,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--producers", type=int, default=2)
     ap.add_argument("--consumers", type=int, default=1)
+    ap.add_argument("--group-consumers", type=int, default=0,
+                    help="consumers in one group, committing after each poll")
     ap.add_argument("--rate", type=float, default=200.0, help="sends per second, all producers")
     ap.add_argument("--in-flight", type=int, default=32, help="outstanding sends per producer")
     ap.add_argument("--time", type=float, default=60.0)
@@ -255,6 +307,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     require_private_netns("workload")
+    for hp in args.bootstrap.split(","):
+        if not host_allowed(hp.rsplit(":", 1)[0]):
+            ap.error(f"bootstrap host {hp} is not allowed in loopback mode")
     if args.time > 3600:
         ap.error("--time is capped at 3600 s")
     try:

@@ -191,3 +191,14 @@ def test_availability_windows_and_recovery():
     assert [w["seconds"] for w in a["windows"]] == [3.0]
     rec = a["recoveries"][0]
     assert rec["first_ack_s"] == 2.6 and rec["all_partitions_s"] == 3.1
+
+
+def test_group_reassignment_without_positions_allows_a_rewind():
+    h = H()
+    for i, v in enumerate("abc", start=1):
+        h.write(0, v, i)
+    h.poll(0, [(1, "a"), (2, "b")], proc="g0")
+    h.ev.append({"type": "assign", "process": "g0", "partitions": [0], "time": h.tick()})
+    h.poll(0, [(2, "b"), (3, "c")], proc="g0")     # re-delivery after a rebalance: allowed
+    h.final(0, [(1, "a"), (2, "b"), (3, "c")])
+    assert counts(h) == {}
