@@ -88,6 +88,7 @@ class GroupMember:
         self.heartbeat_interval_ms = heartbeat_interval_ms
         self.rebalance_timeout_ms = rebalance_timeout_ms or max_poll_interval_ms
         self.max_poll_interval_ms = max_poll_interval_ms
+        self.fenced_instance: RaftlogError | None = None   # set once replaced (static member)
         self.strategy = strategy
         self.auto_commit = enable_auto_commit
         self.auto_commit_interval_ms = auto_commit_interval_ms
@@ -239,7 +240,7 @@ class GroupMember:
             await self._revoke(set(self.owned))
             await self._leave()
             return self.heartbeat_interval_ms / 1000
-        if self.left_for_poll:
+        if self.left_for_poll or self.fenced_instance is not None:
             return self.heartbeat_interval_ms / 1000
         owned = [[tp.topic, tp.partition] for tp in sorted(self.owned)]
         try:
@@ -259,6 +260,14 @@ class GroupMember:
                         timeout_ms=self.session_timeout_ms)
                 self.member_id = ans["member_id"]
         except RaftlogError as exc:
+            if exc.code is ErrorCode.FENCED_INSTANCE_ID:
+                # A newer process took our group_instance_id: stop consuming for good (Kafka
+                # raises FencedInstanceIdException); rejoining would fence it in turn.
+                log.error("group %s: %s: no longer a member", self.group_id, exc.message)
+                await self._revoke(set(self.owned))
+                self.member_id = None
+                self.fenced_instance = exc
+                return self.heartbeat_interval_ms / 1000
             if exc.code not in _FENCED:
                 raise
             log.info("group %s: fenced (%s): rejoining", self.group_id, exc.code.name)

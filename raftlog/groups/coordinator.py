@@ -44,6 +44,7 @@ REBALANCING = "Rebalancing"     # a new target is pending or members are still r
 
 DEFAULT_SESSION_TIMEOUT_MS = 10_000
 DEFAULT_REBALANCE_TIMEOUT_MS = 60_000
+FENCED_IDS_MAX = 1000           # replaced static member ids remembered per group
 
 
 @dataclass
@@ -84,6 +85,8 @@ class Group:
     dirty_since_ms: int | None = None          # membership changed: a new target is due
     sizes: dict[str, int] = field(default_factory=dict)   # partition counts the target used
     proposing: bool = False                    # a target is being committed to Raft
+    # Member ids replaced by a newer process with the same group_instance_id -> that id.
+    fenced_ids: dict[str, str] = field(default_factory=dict)
 
     @property
     def state(self) -> str:
@@ -147,6 +150,8 @@ class Coordinator:
         m = None
         if instance_id:
             m = next((x for x in g.members.values() if x.instance_id == instance_id), None)
+            if m is not None and member_id != m.member_id:
+                self._replace_static(g, m, client_id)
         if m is None and member_id:
             m = g.members.get(member_id)
         if m is None:
@@ -166,9 +171,30 @@ class Coordinator:
             m.host, m.client_id = host, client_id
         return self._touch_and_answer(g, m, owned, now_ms)
 
+    def _replace_static(self, g: Group, m: Member, client_id: str) -> None:
+        """A new process joined with a known group_instance_id: it takes over the member's
+        place and assignment without a rebalance under a new member id, and the old id is
+        fenced (KIP-345), so two processes never act as one member."""
+        old = m.member_id
+        m.member_id = self._new_member_id(client_id or "member")
+        del g.members[old]
+        g.members[m.member_id] = m
+        if old in g.target:
+            g.target[m.member_id] = g.target.pop(old)
+        g.fenced_ids[old] = m.instance_id or ""
+        while len(g.fenced_ids) > FENCED_IDS_MAX:
+            g.fenced_ids.pop(next(iter(g.fenced_ids)))
+
+    def check_fenced(self, g: Group | None, member_id: str | None) -> None:
+        if g is not None and member_id and member_id in g.fenced_ids:
+            raise error(ErrorCode.FENCED_INSTANCE_ID,
+                        f"member {member_id!r} was replaced by a newer process with "
+                        f"group_instance_id {g.fenced_ids[member_id]!r}")
+
     def heartbeat(self, group: str, member_id: str, generation: int, owned: Iterable[TP],
                   now_ms: int, topics: Iterable[str] | None = None) -> dict[str, Any]:
         g = self.groups.get(group)
+        self.check_fenced(g, member_id)
         m = g.members.get(member_id) if g is not None else None
         if g is None or m is None:
             raise error(ErrorCode.UNKNOWN_MEMBER_ID,
@@ -193,6 +219,8 @@ class Coordinator:
         g = self.groups.get(group)
         if g is None:
             return False
+        if member_id and member_id in g.fenced_ids:
+            return False          # a fenced process leaving must not remove its successor
         m = g.members.get(member_id or "")
         if m is None and instance_id:
             m = next((x for x in g.members.values() if x.instance_id == instance_id), None)
@@ -316,6 +344,7 @@ class Coordinator:
                             f"group {group!r} has {len(g.members)} active members: only they "
                             "may commit (stop them first to reset offsets)")
             return
+        self.check_fenced(g, member_id)
         m = g.members.get(member_id) if g is not None else None
         if m is None:
             raise error(ErrorCode.UNKNOWN_MEMBER_ID,

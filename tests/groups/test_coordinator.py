@@ -4,6 +4,8 @@ import itertools
 
 import pytest
 
+from raftlog.errors import FencedInstanceIdError
+
 from raftlog.errors import ErrorCode, RaftlogError
 from raftlog.groups.coordinator import EMPTY, REBALANCING, STABLE, Coordinator
 
@@ -145,10 +147,17 @@ def test_static_member_rejoins_without_rebalance():
     gen = h.c.groups["g"].generation
     h.owned.pop(a)                            # the process restarts: it owns nothing, no id
     r = h.join(instance="i-a")
-    assert r["member_id"] == a
-    assert sorted(tuple(tp) for tp in r["assignment"]) == owned[a]
+    assert r["member_id"] != a                # a new id for the new process (KIP-345) ...
+    assert sorted(tuple(tp) for tp in r["assignment"]) == owned[a]   # ... same partitions
     assert h.c.due(h.now + 10_000, SIZES) == []
     assert h.c.groups["g"].generation == gen
+    # the replaced process is fenced: it can neither heartbeat, commit nor remove its successor
+    with pytest.raises(FencedInstanceIdError):
+        h.c.heartbeat("g", a, gen, owned[a], h.now)
+    with pytest.raises(FencedInstanceIdError):
+        h.c.check_commit("g", a, gen)
+    assert h.c.leave("g", a, "i-a", h.now) is False
+    assert r["member_id"] in h.c.groups["g"].members
 
 
 def test_restore_after_coordinator_move_keeps_members():
