@@ -63,6 +63,7 @@ class Sender:
         self.producer_epoch = -1
         self.last_error: RaftlogError | None = None  # for BufferFullError messages
         self._pid_reset = False
+        self._broken: set[tuple[str, int]] = set()     # partitions whose sequence broke
         self._node_in_flight: dict[int, int] = {}
         self._in_flight_total = 0
         self._requests: set[asyncio.Task[None]] = set()
@@ -103,12 +104,18 @@ class Sender:
     async def _reset_producer_id(self) -> None:
         """New id, sequences from 0, pending batches re-sequenced (KIP-360's epoch bump)."""
         await self.init_producer_id()
-        for q in self.acc.queues.values():
+        for key, q in self.acc.queues.items():
             q.next_sequence = 0
+            if key not in self._broken:
+                # Batches already sent here keep their old id and sequence: their outcome may
+                # be unknown (a lost answer), and only that identity lets the broker recognise
+                # a retry. Re-sent under the new id they would be written twice.
+                continue
             q.outstanding.clear()
-            for b in q.batches:
+            for b in q.batches:   # behind the gap: never written, safe to re-sequence
                 b.base_sequence = NO_SEQUENCE
                 b.encoded = None
+        self._broken.clear()
         self._pid_reset = False
 
     # -- the loop ---------------------------------------------------------------------------
@@ -279,6 +286,7 @@ class Sender:
             # The broker still expects this batch's sequence: every later batch would be out of
             # order. Start over with a new producer id before sending anything else.
             self._pid_reset = True
+            self._broken.add((b.topic, b.partition))
         self.acc.fail(b, exc)
 
     def _fail_expired(self, b: ProducerBatch) -> None:

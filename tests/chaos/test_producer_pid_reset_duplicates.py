@@ -7,6 +7,9 @@ Sent again under the new producer id, the broker cannot recognise them: duplicat
 Minimal reproduction on the in-process FakeCluster: partition 1's batch is applied but its
 answer is lost (retry pending), then partition 0's next batch is answered
 OUT_OF_ORDER_SEQUENCE_NUMBER; after the reset, partition 1's batch is written a second time.
+
+Fixed: a reset re-sequences only the partitions whose sequence broke; batches already sent on
+other partitions keep their producer id and sequence, so their retries are recognised.
 """
 import asyncio
 
@@ -17,8 +20,6 @@ from raftlog.errors import ErrorCode
 from raftlog.testing.fake_broker import FakeCluster
 
 
-@pytest.mark.xfail(reason="chaos finding: producer-id reset re-sends batches of other "
-                          "partitions whose outcome is unknown, under the new id", strict=False)
 async def test_pid_reset_does_not_duplicate_a_written_batch_of_another_partition():
     async with FakeCluster(nodes=2) as fc:
         fc.create_topic("t", partitions=2)          # p0 led by node 1, p1 by node 2
