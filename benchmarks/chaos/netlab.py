@@ -50,6 +50,15 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _kill_inside(ns: str) -> None:
+    p = _run(["ip", "netns", "pids", ns], check=False)
+    for tok in p.stdout.split():
+        try:
+            os.kill(int(tok), 9)
+        except (ValueError, ProcessLookupError, PermissionError):
+            pass
+
+
 def remove_stale() -> list[str]:
     """Delete every namespace of our family whose owning harness is gone; return their names."""
     removed = []
@@ -68,6 +77,7 @@ def remove_stale() -> list[str]:
                 alive = False
             owners[fam] = alive
         if not owners[fam]:
+            _kill_inside(ns)     # node processes a crashed harness left behind
             _run(["ip", "netns", "del", ns], check=False)
             removed.append(ns)
     for fam, alive in owners.items():
@@ -156,6 +166,7 @@ class NetLab:
 
     def down(self) -> None:
         for ns in reversed(self.created):
+            _kill_inside(ns)     # normally none: the runner stopped its processes first
             _run(["ip", "netns", "del", ns], check=False)
         self.created.clear()
         try:
