@@ -30,6 +30,7 @@ log = logging.getLogger("raftlog.broker")
 
 FORWARD_HEADER = "X-Raftlog-Forwarded"
 TOPIC_READY_TIMEOUT_S = 10.0
+CONTROLLER_CALL_TIMEOUT_S = 5.0
 
 
 def raft_timing(cfg: ClusterConfig) -> RaftTiming:
@@ -162,7 +163,8 @@ class Broker:
         return error(ErrorCode.NO_QUORUM, "no controller is elected (is a majority of nodes up?)",
                      {"retry_after_ms": 500})
 
-    async def call_controller(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def call_controller(self, path: str, body: dict[str, Any],
+                              timeout_s: float = CONTROLLER_CALL_TIMEOUT_S) -> dict[str, Any]:
         """Broker -> controller call: in process when this node is the controller."""
         if self.is_controller:
             assert self.controller is not None
@@ -191,7 +193,7 @@ class Broker:
         url = self.controller_url()
         if url is None:
             raise self.no_controller()
-        return await self.peer.request("POST", url + path, body, timeout_s=5.0)
+        return await self.peer.request("POST", url + path, body, timeout_s=timeout_s)
 
     async def forward(self, request: web.Request, body: Any) -> Any:
         """Send an admin write to the controller and return its answer."""

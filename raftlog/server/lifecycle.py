@@ -18,7 +18,7 @@ from raftlog.errors import ErrorCode, RaftlogError
 
 log = logging.getLogger("raftlog.lifecycle")
 
-CallController = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
+CallController = Callable[[str, dict[str, Any], float], Awaitable[dict[str, Any]]]
 
 
 class BrokerLifecycle:
@@ -36,19 +36,23 @@ class BrokerLifecycle:
         """Owned by the broker; cancelled on stop."""
         node = self.cfg.node(self.node_id)
         interval_s = self.cfg.broker.heartbeat_interval_ms / 1000
+        # A controller that hangs (partitioned, paused) must not swallow a whole session: the
+        # next attempt re-resolves the controller, so a new one hears from us in time.
+        call_timeout_s = self.cfg.broker.session_timeout_ms / 3000
         while True:
             try:
                 if self.broker_epoch < 0:
                     res = await self._call("/v1/controller/register", {
                         "broker_id": self.node_id, "host": node.host,
-                        "http_port": node.http_port, "incarnation": self.incarnation})
+                        "http_port": node.http_port, "incarnation": self.incarnation},
+                        call_timeout_s)
                     self.broker_epoch = int(res["broker_epoch"])
                     self.registered.set()
                     log.info("registered as broker %d with epoch %d", self.node_id,
                              self.broker_epoch)
                 await self._call("/v1/controller/heartbeat", {
                     "broker_id": self.node_id, "broker_epoch": self.broker_epoch,
-                    "metadata_version": self._metadata_version()})
+                    "metadata_version": self._metadata_version()}, call_timeout_s)
             except asyncio.CancelledError:
                 raise
             except RaftlogError as exc:
