@@ -55,7 +55,10 @@ async def _producer(name: str, args: argparse.Namespace, hist: History, ops: lis
                     deadline: float, rng: random.Random) -> None:
     from raftlog import Producer
     seq = 0
-    sem = asyncio.Semaphore(args.in_flight)
+    rr = 0
+    # outstanding sends are bounded per partition, so one stuck partition does not starve the
+    # others (the run measures each partition's availability, not client head-of-line blocking)
+    sems = {k: asyncio.Semaphore(args.in_flight) for k in range(args.partitions)}
     interval = args.producers / max(1.0, args.rate)
     tasks: set[asyncio.Task] = set()
     while time.monotonic() < deadline:
@@ -77,12 +80,15 @@ async def _producer(name: str, args: argparse.Namespace, hist: History, ops: lis
         broken = False
         next_t = time.monotonic()
         while time.monotonic() < deadline and not broken:
-            await sem.acquire()
             now = time.monotonic()
             if next_t > now:
                 await asyncio.sleep(next_t - now)
             next_t = max(next_t + interval, time.monotonic() - 1.0)
-            part = seq % args.partitions
+            part = next((c for c in ((rr + k) % args.partitions for k in range(args.partitions))
+                         if not sems[c].locked()), rr % args.partitions)
+            rr += 1
+            await sems[part].acquire()
+            sem = sems[part]
             value = f"{name}-{seq}"
             seq += 1
             ops[0] += 1
@@ -99,7 +105,8 @@ async def _producer(name: str, args: argparse.Namespace, hist: History, ops: lis
                 broken = not _definite_failure(exc)
                 continue
 
-            async def finish(op: int = op, fut: Any = fut, t0: float = t0) -> None:
+            async def finish(op: int = op, fut: Any = fut, t0: float = t0,
+                             sem: asyncio.Semaphore = sem) -> None:
                 try:
                     md = await fut
                     hist.write({"type": "ok", "op": op, "offset": md.offset,
@@ -298,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--group-consumers", type=int, default=0,
                     help="consumers in one group, committing after each poll")
     ap.add_argument("--rate", type=float, default=200.0, help="sends per second, all producers")
-    ap.add_argument("--in-flight", type=int, default=32, help="outstanding sends per producer")
+    ap.add_argument("--in-flight", type=int, default=16,
+                    help="outstanding sends per producer and partition")
     ap.add_argument("--time", type=float, default=60.0)
     ap.add_argument("--request-timeout-ms", type=int, default=3000)
     ap.add_argument("--delivery-timeout-ms", type=int, default=10000)
