@@ -93,9 +93,9 @@ class NsCluster:
         p = self.procs.get(i)
         if p is None or p.poll() is not None:
             return
-        if i in self.paused:
-            p.send_signal(signal.SIGCONT) if sig != signal.SIGKILL else None
         p.send_signal(sig)
+        if i in self.paused and sig != signal.SIGKILL:
+            p.send_signal(signal.SIGCONT)     # a stopped process acts on SIGTERM once resumed
         try:
             p.wait(15)
         except subprocess.TimeoutExpired:
