@@ -87,11 +87,11 @@ def test_follower_down_min_isr_two_keeps_working_three_refuses(rc):
     assert "error" not in r, r
     wait_until(lambda: follower not in dc.partition("mir3", 0)["isr"], 15, what="ISR shrink")
     # mir=3: refused before the append, and nothing becomes visible
-    hw_before = dc.fetch("mir3", 0, 0)["high_watermark"]
     r = dc.produce("mir3", 0, [(None, b"must-not-be-acked")])
     assert r.get("error") == "NOT_ENOUGH_REPLICAS", r
-    assert b"must-not-be-acked" not in [x.value for x in dc.read_all("mir3", 0)]
-    assert dc.fetch("mir3", 0, 0)["high_watermark"] == hw_before
+    # what a consumer can read is exactly what was acknowledged (the HW itself may still move
+    # onto a new leader's epoch marker, which holds no record)
+    assert [x.value for x in dc.read_all("mir3", 0)] == [b"before"]
     # the follower returns, catches up and rejoins the ISR
     c.start(follower)
     wait_until(lambda: follower in dc.partition("mir2", 0)["isr"], 30, what="ISR expand")
