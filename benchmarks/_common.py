@@ -128,6 +128,21 @@ def add_cluster_args(p: argparse.ArgumentParser, time_limit: float = 120.0) -> N
     p.add_argument("--keep", action="store_true", help="keep the local cluster's data dir")
 
 
+def run_tool(args: argparse.Namespace, run: Any) -> int:
+    """The shared main of the data-plane tools: hard time limit, a cluster (started here unless
+    --bootstrap names one), `await run(args, urls, node_pids)`, figures printed last."""
+    install_hard_limit(args.time_limit)
+    try:
+        with cluster_urls(args) as (urls, cluster):
+            pids = {i: p.pid for i, p in cluster.procs.items()} if cluster else {}
+            out = asyncio.run(run(args, urls, pids))
+        cancel_hard_limit()
+        print(out, flush=True)
+        return 0
+    finally:
+        cancel_hard_limit()
+
+
 @contextlib.contextmanager
 def cluster_urls(args: argparse.Namespace) -> Iterator[tuple[list[str], ProcessCluster | None]]:
     if args.bootstrap:

@@ -36,11 +36,10 @@ from operator import attrgetter
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import (MIB, ClientProfile, CpuMeter, GcMeter, PerfProducer, ProduceStats,  # noqa: E402
-                     Router, WeightedLatencies, add_cluster_args, cancel_hard_limit,
-                     cluster_urls, codec, default_batch_records, ensure_topic,
-                     install_hard_limit, kafka_producer_line, log, new_session, post_msgpack,
-                     start_py_spy, stop_py_spy, wait_producible)
+from _common import (ClientProfile, CpuMeter, GcMeter, MIB, PerfProducer, ProduceStats, Router,
+                     WeightedLatencies, add_cluster_args, codec, default_batch_records,
+                     ensure_topic, kafka_producer_line, log, new_session, post_msgpack, run_tool,
+                     start_py_spy, stop_py_spy, wait_producible)  # noqa: E402
 
 from raftlog.client import Consumer, Producer, TopicPartition  # noqa: E402
 
@@ -370,17 +369,7 @@ async def run(args: argparse.Namespace, urls: list[str], node_pids: dict[int, in
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    install_hard_limit(args.time_limit)
-    try:
-        with cluster_urls(args) as (urls, cluster):
-            pids = {i: p.pid for i, p in cluster.procs.items()} if cluster else {}
-            out = asyncio.run(run(args, urls, pids))
-        cancel_hard_limit()
-        print(out, flush=True)
-        return 0
-    finally:
-        cancel_hard_limit()
+    return run_tool(parse_args(argv), run)
 
 
 if __name__ == "__main__":

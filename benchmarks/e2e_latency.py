@@ -27,10 +27,9 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import (CpuMeter, Router, WeightedLatencies, add_cluster_args,  # noqa: E402
-                     cancel_hard_limit, cluster_urls, codec, ensure_topic, install_hard_limit,
-                     log, new_session, percentile, post_msgpack, proc_cpu_s, start_py_spy,
-                     stop_py_spy, wait_producible)
+from _common import (CpuMeter, Router, WeightedLatencies, add_cluster_args, codec, ensure_topic,
+                     log, new_session, percentile, post_msgpack, proc_cpu_s, run_tool,
+                     start_py_spy, stop_py_spy, wait_producible)  # noqa: E402
 
 STAMP = struct.Struct(">qq")  # send time (monotonic ns), sequence number
 
@@ -268,17 +267,7 @@ async def run(args: argparse.Namespace, urls: list[str], node_pids: dict[int, in
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    install_hard_limit(args.time_limit)
-    try:
-        with cluster_urls(args) as (urls, cluster):
-            pids = {i: p.pid for i, p in cluster.procs.items()} if cluster else {}
-            out = asyncio.run(run(args, urls, pids))
-        cancel_hard_limit()
-        print(out, flush=True)
-        return 0
-    finally:
-        cancel_hard_limit()
+    return run_tool(parse_args(argv), run)
 
 
 if __name__ == "__main__":

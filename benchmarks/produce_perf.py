@@ -41,11 +41,10 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import (MIB, ClientProfile, CpuMeter, GcMeter, PerfProducer, ProduceStats,  # noqa: E402
-                     Router, add_cluster_args, cancel_hard_limit, cluster_urls,
-                     default_batch_records, ensure_topic, install_hard_limit,
-                     kafka_producer_line, log, new_session, progress_loop, start_py_spy,
-                     stop_py_spy, wait_producible)
+from _common import (ClientProfile, CpuMeter, GcMeter, MIB, PerfProducer, ProduceStats, Router,
+                     add_cluster_args, default_batch_records, ensure_topic, kafka_producer_line,
+                     log, new_session, progress_loop, run_tool, start_py_spy, stop_py_spy,
+                     wait_producible)  # noqa: E402
 
 from raftlog.client import Producer, RecordFuture  # noqa: E402
 
@@ -347,17 +346,7 @@ async def run_raw(args: argparse.Namespace, session, router: Router, topic: str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    install_hard_limit(args.time_limit)
-    try:
-        with cluster_urls(args) as (urls, cluster):
-            pids = {i: p.pid for i, p in cluster.procs.items()} if cluster else {}
-            out = asyncio.run(run(args, urls, pids))
-        cancel_hard_limit()
-        print(out, flush=True)
-        return 0
-    finally:
-        cancel_hard_limit()
+    return run_tool(parse_args(argv), run)
 
 
 if __name__ == "__main__":
