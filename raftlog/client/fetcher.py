@@ -32,6 +32,7 @@ from raftlog.client.client import Client
 from raftlog.client.errors import NoOffsetForPartitionError
 from raftlog.client.structs import ConsumerRecord, TopicPartition
 from raftlog.client.subscription import RESET_NONE, RESET_TIMESTAMP, SubscriptionState
+from raftlog.client.wakeup import Wakeup
 from raftlog.codec import batch as codec
 from raftlog.errors import CorruptBatchError, ErrorCode, RaftlogError, error, from_wire
 
@@ -217,8 +218,7 @@ class Fetcher:
         self._errors: dict[TopicPartition, RaftlogError] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._task: asyncio.Task[None] | None = None
-        self._waiter: asyncio.Future[None] | None = None
-        self._woken = False
+        self._wakeup = Wakeup(self._loop)
         self.data_ready = asyncio.Event()
         self._rr = 0
         subscription.on_change = self.wake
@@ -245,26 +245,10 @@ class Fetcher:
             self.data_ready.set()
 
     def wake(self) -> None:
-        self._woken = True
-        w = self._waiter
-        if w is not None and not w.done():
-            w.set_result(None)
+        self._wakeup.wake()
 
     async def _sleep(self, until_s: float | None) -> None:
-        if self._woken:
-            self._woken = False
-            return
-        fut = self._waiter = self._loop.create_future()
-        handle = None
-        if until_s is not None:
-            handle = self._loop.call_at(until_s, _resolve, fut)
-        try:
-            await fut
-        finally:
-            self._waiter = None
-            self._woken = False
-            if handle is not None:
-                handle.cancel()
+        await self._wakeup.sleep_until(until_s)
 
     # -- the loop ---------------------------------------------------------------------------
     async def _run(self) -> None:
@@ -555,7 +539,3 @@ class Fetcher:
             if tp not in keep:
                 del self._errors[tp]
 
-
-def _resolve(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)

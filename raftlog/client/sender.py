@@ -31,6 +31,7 @@ from typing import Any
 from raftlog.client.accumulator import NO_SEQUENCE, Accumulator, ProducerBatch
 from raftlog.client.client import Client
 from raftlog.client.errors import DeliveryTimeoutError
+from raftlog.client.wakeup import Wakeup
 from raftlog.codec import batch as codec
 from raftlog.errors import ErrorCode, RaftlogError, error, from_wire
 
@@ -68,30 +69,15 @@ class Sender:
         self._in_flight_total = 0
         self._requests: set[asyncio.Task[None]] = set()
         self._loop = asyncio.get_running_loop()
-        self._waiter: asyncio.Future[None] | None = None
-        self._woken = False
+        self._wakeup = Wakeup(self._loop)
         acc.wake = self.wake
 
     # -- wake-ups ---------------------------------------------------------------------------
     def wake(self) -> None:
-        self._woken = True
-        w = self._waiter
-        if w is not None and not w.done():
-            w.set_result(None)
+        self._wakeup.wake()
 
     async def _sleep(self, timeout_s: float | None) -> None:
-        if self._woken:
-            self._woken = False
-            return
-        fut = self._waiter = self._loop.create_future()
-        handle = self._loop.call_later(timeout_s, _resolve, fut) if timeout_s is not None else None
-        try:
-            await fut
-        finally:
-            self._waiter = None
-            self._woken = False
-            if handle is not None:
-                handle.cancel()
+        await self._wakeup.sleep_until(None if timeout_s is None else self._loop.time() + timeout_s)
 
     # -- producer id ------------------------------------------------------------------------
     async def init_producer_id(self) -> None:
@@ -306,7 +292,3 @@ class Sender:
         if self._requests:
             await asyncio.gather(*self._requests, return_exceptions=True)
 
-
-def _resolve(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
