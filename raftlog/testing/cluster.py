@@ -6,6 +6,9 @@ killing every process it started. No production module imports this.
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import inspect
 import json
 import os
 import random
@@ -16,7 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NODE_PY = os.path.join(ROOT, "node.py")
@@ -63,6 +66,27 @@ def wait_until(pred: Callable[[], Any], timeout_s: float, interval_s: float = 0.
         time.sleep(interval_s)
 
 
+async def eventually(pred: Callable[[], Any], timeout_s: float, what: str,
+                     interval_s: float = 0.05) -> Any:
+    """`wait_until` for async tests: `pred` may be sync or async; errors keep it polling."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    last: BaseException | None = None
+    while True:
+        try:
+            v = pred()
+            if inspect.isawaitable(v):
+                v = await v
+            if v:
+                return v
+        except Exception as exc:  # nodes move and restart: keep polling until the deadline
+            last = exc
+        if loop.time() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}"
+                               + (f" (last error: {last!r})" if last else ""))
+        await asyncio.sleep(interval_s)
+
+
 class HttpError(Exception):
     def __init__(self, status: int, body: dict):
         super().__init__(f"{status} {body}")
@@ -84,6 +108,10 @@ def http_json(method: str, url: str, body: Any = None, timeout_s: float = 10.0) 
         except ValueError:
             parsed = {"raw": raw.decode(errors="replace")}
         raise HttpError(exc.code, parsed) from None
+
+
+# Followers leave the ISR after 1.5 s and long-poll 300 ms: failover tests finish quickly.
+LAG_TOML = "[replication]\nreplica_lag_time_max_ms = 1500\nreplica_fetch_wait_max_ms = 300\n"
 
 
 class ProcessCluster:
@@ -313,3 +341,15 @@ class DataClient:
             with open(os.path.join(d, n), "rb") as fh:
                 data += fh.read()
         return data
+
+
+@contextlib.contextmanager
+def running_cluster(workdir: str, n: int = 3, **kwargs: Any) -> Iterator[ProcessCluster]:
+    """A started, ready cluster; every process it started is stopped on exit."""
+    c = ProcessCluster(workdir, n, **kwargs)
+    try:
+        c.start()
+        c.wait_ready(40)
+        yield c
+    finally:
+        c.stop()

@@ -19,7 +19,6 @@ One module-scoped cluster serves the non-destructive tests; the two fault tests 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import os
 import subprocess
@@ -34,13 +33,13 @@ from raftlog.client.errors import NoOffsetForPartitionError
 from raftlog.client.partitioner import partition_for_key
 from raftlog.client.structs import RecordMetadata
 from raftlog.errors import ErrorCode, for_code
-from raftlog.testing.cluster import ProcessCluster, free_ports, wait_until
+from raftlog.testing.cluster import (LAG_TOML, ProcessCluster, eventually, free_ports,
+                                    running_cluster, wait_until)
 from raftlog.testing.fault_proxy import FaultProxy
 
 pytestmark = pytest.mark.cluster
 
 # Followers that stop fetching leave the ISR quickly, so acks=all resumes soon after a SIGKILL.
-LAG_TOML = "[replication]\nreplica_lag_time_max_ms = 1500\nreplica_fetch_wait_max_ms = 300\n"
 UnknownTopicOrPartitionError = for_code(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
 TopicAlreadyExistsError = for_code(ErrorCode.TOPIC_ALREADY_EXISTS)
 OffsetOutOfRangeError = for_code(ErrorCode.OFFSET_OUT_OF_RANGE)
@@ -50,45 +49,17 @@ OffsetOutOfRangeError = for_code(ErrorCode.OFFSET_OUT_OF_RANGE)
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory):
     """One running cluster for the tests that do not kill nodes; every process killed after."""
-    c = ProcessCluster(str(tmp_path_factory.mktemp("client-shared")), 3)
-    try:
-        c.start()
-        c.wait_ready(40)
+    with running_cluster(str(tmp_path_factory.mktemp("client-shared")), 3) as c:
         yield c
-    finally:
-        c.stop()
 
 
 @pytest.fixture
 def fresh(tmp_path):
     """A cluster of its own, for a test that SIGKILLs a node."""
-    c = ProcessCluster(str(tmp_path / "c"), 3, extra_toml=LAG_TOML)
-    try:
-        c.start()
-        c.wait_ready(40)
+    with running_cluster(str(tmp_path / "c"), 3, extra_toml=LAG_TOML) as c:
         yield c
-    finally:
-        c.stop()
 
 
-async def eventually(pred: Any, timeout_s: float, what: str, interval_s: float = 0.05) -> Any:
-    """Poll `pred` (sync or async) until truthy; TimeoutError naming `what` after `timeout_s`."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    last: BaseException | None = None
-    while True:
-        try:
-            v = pred()
-            if inspect.isawaitable(v):
-                v = await v
-            if v:
-                return v
-        except Exception as exc:  # nodes move and restart: keep polling until the deadline
-            last = exc
-        if loop.time() > deadline:
-            raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}"
-                               + (f" (last error: {last!r})" if last else ""))
-        await asyncio.sleep(interval_s)
 
 
 async def read_n(consumer: Consumer, n: int, timeout_s: float, *tps: TopicPartition,

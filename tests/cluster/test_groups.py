@@ -26,37 +26,20 @@ import pytest
 from raftlog.client import Admin, Consumer, Producer, TopicPartition
 from raftlog.client.group_coordinator import CommitFailedError
 from raftlog.errors import ErrorCode
-from raftlog.testing.cluster import HttpError, ProcessCluster, post_msgpack
+from raftlog.testing.cluster import (HttpError, LAG_TOML, ProcessCluster, eventually,
+                                    post_msgpack, running_cluster)
 
 pytestmark = pytest.mark.cluster
 
-LAG_TOML = "[replication]\nreplica_lag_time_max_ms = 1500\nreplica_fetch_wait_max_ms = 300\n"
 FAST = dict(session_timeout_ms=2000, heartbeat_interval_ms=200, auto_offset_reset="earliest")
 
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory):
-    c = ProcessCluster(str(tmp_path_factory.mktemp("groups-shared")), 3, extra_toml=LAG_TOML)
-    try:
-        c.start()
-        c.wait_ready(40)
+    with running_cluster(str(tmp_path_factory.mktemp("groups-shared")), 3, extra_toml=LAG_TOML) as c:
         yield c
-    finally:
-        c.stop()
 
 
-async def eventually(pred: Any, timeout_s: float, what: str) -> Any:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while True:
-        v = pred()
-        if asyncio.iscoroutine(v):
-            v = await v
-        if v:
-            return v
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def make_topic(c: ProcessCluster, name: str, partitions: int = 6) -> None:

@@ -7,22 +7,16 @@ import time
 import pytest
 
 from raftlog.codec import batch
-from raftlog.testing.cluster import DataClient, ProcessCluster, wait_until
+from raftlog.testing.cluster import DataClient, LAG_TOML, running_cluster, wait_until
 
 pytestmark = pytest.mark.cluster
 
-LAG_TOML = "[replication]\nreplica_lag_time_max_ms = 1500\nreplica_fetch_wait_max_ms = 300\n"
 
 
 @pytest.fixture
 def rc(tmp_path):
-    c = ProcessCluster(str(tmp_path / "c"), 3, extra_toml=LAG_TOML)
-    try:
-        c.start()
-        c.wait_ready(40)
+    with running_cluster(str(tmp_path / "c"), 3, extra_toml=LAG_TOML) as c:
         yield c, DataClient(c)
-    finally:
-        c.stop()
 
 
 def make_topic(c, name, partitions=1, mir=2):

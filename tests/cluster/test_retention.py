@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from raftlog.testing.cluster import DataClient, ProcessCluster, wait_until
+from raftlog.testing.cluster import DataClient, running_cluster, wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -15,13 +15,8 @@ TOML = ("[replication]\nreplica_lag_time_max_ms = 1500\nreplica_fetch_wait_max_m
 
 @pytest.fixture(scope="module")
 def rc(tmp_path_factory):
-    c = ProcessCluster(str(tmp_path_factory.mktemp("ret") / "c"), 3, extra_toml=TOML)
-    try:
-        c.start()
-        c.wait_ready(40)
+    with running_cluster(str(tmp_path_factory.mktemp("ret") / "c"), 3, extra_toml=TOML) as c:
         yield c, DataClient(c)
-    finally:
-        c.stop()
 
 
 def make_topic(c, name, **config):
