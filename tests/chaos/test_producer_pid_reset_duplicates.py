@@ -13,10 +13,10 @@ other partitions keep their producer id and sequence, so their retries are recog
 """
 import asyncio
 
-import pytest
 
 from raftlog import Producer
 from raftlog.errors import ErrorCode
+from raftlog.testing.cluster import eventually
 from raftlog.testing.fake_broker import FakeCluster
 
 
@@ -29,7 +29,8 @@ async def test_pid_reset_does_not_duplicate_a_written_batch_of_another_partition
             await p.send("t", b"b0", partition=1)
             fc.lose_responses("produce", 1)
             b1 = p.send("t", b"b1", partition=1)     # applied on node 2, answer lost: retry
-            await asyncio.sleep(0.15)
+            await eventually(lambda: b"b1" in [r.value for r in fc.records("t", 1)], 5,
+                             "b1 written on node 2 (its answer lost)")
             fc.fail_next("produce", ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER, topic="t",
                          partition=0)
             a1 = p.send("t", b"a1", partition=0)     # the sequence breaks on partition 0
