@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from typing import Iterable
 
 from raftlog import config as config_mod
 from raftlog.errors import ConfigError
@@ -29,6 +29,26 @@ def _relay(prefix: str, stream, out) -> None:
     for raw in iter(stream.readline, b""):
         out.write(f"{prefix} {raw.decode(errors='replace').rstrip()}\n")
         out.flush()
+
+
+def stop_processes(procs: Iterable[subprocess.Popen], grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM every live process (SIGCONT first, in case it is paused), wait up to `grace_s` in
+    total, then SIGKILL what is left. The one way nodes are stopped: launcher, tests, chaos."""
+    procs = list(procs)
+    for p in procs:
+        if p.poll() is None:
+            try:
+                p.send_signal(signal.SIGCONT)
+                p.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    end = time.monotonic() + grace_s
+    for p in procs:
+        try:
+            p.wait(max(0.1, end - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
 
 def cluster_status(host: str, port: int, timeout_s: float = 1.0) -> dict | None:
@@ -91,16 +111,7 @@ def run_all(cfg_path: str, cfg: config_mod.ClusterConfig, extra_args: list[str])
                           "see the node logs above", flush=True)
             stopping.wait(0.2)
     finally:
-        for p in children.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        end = time.monotonic() + STOP_GRACE_S
-        for p in children.values():
-            try:
-                p.wait(max(0.1, end - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(children.values())
         print("raftlog: all nodes stopped", flush=True)
     return code
 

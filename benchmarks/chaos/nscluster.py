@@ -13,6 +13,8 @@ import subprocess
 import time
 from typing import Any, Callable
 
+from raftlog.launcher import stop_processes
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NODE_PY = os.path.join(ROOT, "node.py")
 HTTP_PORT = 9092
@@ -114,20 +116,7 @@ class NsCluster:
         self.paused.discard(i)
 
     def stop(self) -> None:
-        for i, p in self.procs.items():
-            if p.poll() is None:
-                try:
-                    p.send_signal(signal.SIGCONT)
-                    p.send_signal(signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        deadline = time.monotonic() + 10
-        for p in self.procs.values():
-            try:
-                p.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(self.procs.values())
 
     def log_tail(self, i: int, n: int = 30) -> str:
         try:

@@ -21,6 +21,8 @@ import urllib.error
 import urllib.request
 from typing import Any, Callable, Iterator
 
+from raftlog.launcher import stop_processes
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NODE_PY = os.path.join(ROOT, "node.py")
 
@@ -175,19 +177,7 @@ class ProcessCluster:
         return node_id in self.procs and self.procs[node_id].poll() is None
 
     def stop(self) -> None:
-        for i, p in self.procs.items():
-            if p.poll() is None:
-                try:
-                    p.send_signal(signal.SIGCONT)
-                    p.send_signal(signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        for p in self.procs.values():
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(self.procs.values())
         for f in self.logs.values():
             f.close()
 
