@@ -220,9 +220,30 @@ class ProcessCluster:
     def live_nodes(self) -> list[int]:
         return [i for i in range(1, self.n + 1) if self.alive(i)]
 
-    def controller(self) -> int | None:
-        st = self.cluster()
-        return st.get("controller")
+    def controller(self, timeout_s: float = 15.0) -> int | None:
+        """The controller every live node names, twice in a row.
+
+        One node's answer can be stale just after an election; a test that kills "the
+        controller" on such an answer would kill a follower and then see the real controller
+        (which heard from the victim a moment ago) place replicas on it.
+        """
+        def agreed() -> int | None:
+            named = set()
+            for i in self.live_nodes():
+                try:
+                    named.add(self.get(i, "/v1/cluster", timeout_s=2.0).get("controller"))
+                except Exception:
+                    return None
+            return named.pop() if len(named) == 1 and None not in named else None
+
+        def stable() -> int | None:
+            first = agreed()
+            if first is None:
+                return None
+            time.sleep(0.2)
+            return first if agreed() == first else None
+
+        return wait_until(stable, timeout_s, what="one controller named by every live node")
 
     def wait_ready(self, timeout_s: float = 30.0, nodes: list[int] | None = None) -> dict:
         """Until a controller exists and the given nodes (default: live ones) are active."""
