@@ -8,7 +8,8 @@ state only by proposing commands and acting on their committed results.
 
 Runs on the event loop. Imports meta.{commands,placement,names,view}, topic_config and errors;
 talks to Raft only through the `proposer` it is given (meta/replica.py's MetaReplica), never to
-pysyncobj, aiohttp or storage.
+pysyncobj, aiohttp or storage. Sockets stay outside too: the broker hands in `port_refuses`
+(server/liveness.py) for the early-fencing probe.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import asyncio
 import logging
 import time
 import uuid
-from typing import Any, Callable, Protocol
+from typing import Any, Awaitable, Callable, Protocol
 
 from raftlog import topic_config
 from raftlog.config import ClusterConfig
@@ -27,6 +28,8 @@ from raftlog.meta.view import MetadataView, PartitionInfo
 log = logging.getLogger("raftlog.controller")
 
 TICK_MS = 250
+
+PortProbe = Callable[[str, int, float], Awaitable[bool]]
 
 
 class Proposer(Protocol):
@@ -46,9 +49,12 @@ def _mono_ms() -> int:
 
 class Controller:
     def __init__(self, proposer: Proposer, cfg: ClusterConfig,
-                 mono_ms: Callable[[], int] = _mono_ms, wall_ms: Callable[[], int] = _now_ms):
+                 mono_ms: Callable[[], int] = _mono_ms, wall_ms: Callable[[], int] = _now_ms,
+                 port_refuses: PortProbe | None = None):
         self.meta = proposer
         self.cfg = cfg
+        self._port_refuses = port_refuses
+        self._probed_ms: dict[int, int] = {}                        # broker -> last probe
         self._mono_ms = mono_ms
         self._wall_ms = wall_ms
         self._active = False
@@ -81,8 +87,9 @@ class Controller:
             if not self._active:
                 self._become_active()
             try:
+                dead = await self._probe_silent()
                 async with self._lock:
-                    await self._fence_expired()
+                    await self._fence_expired(dead)
                     await self._elect_leaderless()
                     now = self._mono_ms()
                     if now - self._last_rebalance_ms >= self.cfg.broker.leader_rebalance_interval_ms:
@@ -121,7 +128,33 @@ class Controller:
                 return heard
             await asyncio.sleep(min(left_ms, self.cfg.broker.heartbeat_interval_ms) / 1000)
 
-    async def _fence_expired(self) -> None:
+    async def _probe_silent(self) -> set[tuple[int, int]]:
+        """(broker, epoch) pairs silent for two heartbeats whose HTTP port refuses connects.
+
+        A SIGKILLed broker's port refuses at once, so its partitions need not wait a whole
+        session for new leaders and smaller ISRs. Silence alone never fences early: a paused or
+        cut-off broker still times out by the session rule only.
+        """
+        if self._port_refuses is None:
+            return set()
+        view = self.meta.view
+        now = self._mono_ms()
+        beat = self.cfg.broker.heartbeat_interval_ms
+        suspects = []
+        for b in view.brokers.values():
+            epoch, seen = self._last_heartbeat_ms.get(b.broker_id, (b.epoch, now))
+            if (b.fenced or epoch != b.epoch or now - seen <= 2 * beat
+                    or now - self._probed_ms.get(b.broker_id, -beat) < beat):
+                continue
+            self._probed_ms[b.broker_id] = now
+            suspects.append(b)
+        if not suspects:
+            return set()
+        refused = await asyncio.gather(*(self._port_refuses(b.host, b.http_port, beat / 1000)
+                                         for b in suspects))
+        return {(b.broker_id, b.epoch) for b, r in zip(suspects, refused) if r}
+
+    async def _fence_expired(self, dead: set[tuple[int, int]] = frozenset()) -> None:
         view = self.meta.view
         now = self._mono_ms()
         limit = self.cfg.broker.session_timeout_ms
@@ -130,9 +163,15 @@ class Controller:
                 continue
             epoch, seen = self._last_heartbeat_ms.get(b.broker_id, (b.epoch, now))
             self._last_heartbeat_ms.setdefault(b.broker_id, (epoch, seen))
-            if now - seen > limit:
+            silent_ms = now - seen
+            if ((b.broker_id, b.epoch) in dead and epoch == b.epoch
+                    and silent_ms > 2 * self.cfg.broker.heartbeat_interval_ms):
+                log.warning("fencing broker %d (epoch %d): silent %d ms and its port refuses "
+                            "connections", b.broker_id, b.epoch, silent_ms)
+                await self._propose(commands.fence_broker(b.broker_id, b.epoch))
+            elif silent_ms > limit:
                 log.warning("fencing broker %d (epoch %d): no heartbeat for %d ms",
-                            b.broker_id, b.epoch, now - seen)
+                            b.broker_id, b.epoch, silent_ms)
                 await self._propose(commands.fence_broker(b.broker_id, b.epoch))
 
     async def _elect_leaderless(self) -> None:

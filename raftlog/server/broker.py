@@ -22,7 +22,7 @@ from raftlog.meta.view import MetadataView
 from raftlog.replication.peer import PeerClient
 from raftlog.replication.manager import ReplicaManager
 from raftlog.groups.service import GroupService
-from raftlog.server import handlers_admin, handlers_data, handlers_groups
+from raftlog.server import handlers_admin, handlers_data, handlers_groups, liveness
 from raftlog.server.http import error_middleware
 from raftlog.server.lifecycle import BrokerLifecycle
 
@@ -66,7 +66,7 @@ class Broker:
                                 loop, password=self.cfg.cluster.secret or None,
                                 timing=raft_timing(self.cfg))
         self.meta.add_listener(self._on_view)
-        self.controller = Controller(self.meta, self.cfg)
+        self.controller = Controller(self.meta, self.cfg, port_refuses=liveness.port_refuses)
         self.lifecycle = BrokerLifecycle(self.cfg, self.node_id, self.call_controller,
                                          lambda: self.view.version)
         self.replicas = ReplicaManager(self)
