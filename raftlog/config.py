@@ -116,6 +116,13 @@ class GroupsSection:
                                                       "(coalesces joins)")
     min_session_timeout_ms: int = _f(500, 10, 3_600_000, doc="smallest session timeout accepted")
     max_session_timeout_ms: int = _f(300_000, 10, 3_600_000, doc="largest session timeout accepted")
+    offsets_retention_ms: int = _f(7 * _DAY_MS, 1, 3650 * _DAY_MS,
+                                   doc="a group without members for this long loses its "
+                                       "committed offsets and disappears (Kafka's "
+                                       "offsets.retention.minutes, KIP-211)")
+    offsets_retention_check_interval_ms: int = _f(600_000, 10, _DAY_MS,
+                                                  doc="how often the coordinator looks for "
+                                                      "expired groups")
 
 
 @dataclass(frozen=True)

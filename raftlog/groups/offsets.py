@@ -6,6 +6,12 @@ the UTF-8 group id, never Python's salted hash()), and the record format:
     key   = msgpack(["offset", group, topic, partition])
     value = msgpack({"offset": int, "metadata": str, "commit_ms": int})   (None = tombstone)
 
+and when a group loses its last member, the wall-clock ms it became empty (offset retention,
+raftlog/groups/retention.py):
+
+    key   = msgpack(["empty", group])
+    value = msgpack({"since_ms": int})                                     (None = tombstone)
+
 The topic is compacted by key, so the last record of a key is the committed offset. Pure.
 """
 from __future__ import annotations
@@ -18,6 +24,7 @@ from raftlog.client.partitioner import murmur2
 
 OFFSETS_TOPIC = "__consumer_offsets"
 KEY_KIND = "offset"
+EMPTY_KIND = "empty"
 
 
 class OffsetAndMetadata(NamedTuple):
@@ -56,5 +63,28 @@ def decode(key: bytes | None, value: bytes | None
         v: Any = msgpack.unpackb(value, raw=False)
         return gtp, OffsetAndMetadata(int(v["offset"]), str(v.get("metadata") or ""),
                                       int(v.get("commit_ms", -1)))
+    except Exception:  # a record this version does not understand: skip it
+        return None
+
+
+def empty_key(group: str) -> bytes:
+    return msgpack.packb([EMPTY_KIND, group], use_bin_type=True)
+
+
+def empty_value(since_ms: int | None) -> bytes | None:
+    return None if since_ms is None else msgpack.packb({"since_ms": since_ms}, use_bin_type=True)
+
+
+def decode_empty(key: bytes | None, value: bytes | None) -> tuple[str, int | None] | None:
+    """(group, ms it became empty, or None for a tombstone); None for any other record."""
+    if key is None:
+        return None
+    try:
+        k: Any = msgpack.unpackb(key, raw=False)
+        if not (isinstance(k, list) and len(k) == 2 and k[0] == EMPTY_KIND):
+            return None
+        if value is None:
+            return str(k[1]), None
+        return str(k[1]), int(msgpack.unpackb(value, raw=False)["since_ms"])
     except Exception:  # a record this version does not understand: skip it
         return None

@@ -7,7 +7,9 @@ by reading the partition's log; membership from the group's last Raft-committed 
 the timer loop (session expiry, debounced rebalances), committing each new assignment to Raft
 (`set_group_assignment` through the controller) before members see it, and offset commits as
 records appended on the partition leader and acknowledged once the high watermark passes them
-(acks=all). Runs on the broker's event loop; the rules live in raftlog/groups/coordinator.py.
+(acks=all), and expiring the offsets of groups empty for `offsets_retention_ms` (tombstones, then
+the group's Raft entry is deleted). Runs on the broker's event loop; the rules live in
+raftlog/groups/coordinator.py and raftlog/groups/retention.py.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from raftlog.codec import batch as batch_codec
 from raftlog.errors import ErrorCode, RaftlogError, error
 from raftlog.groups import offsets as off
 from raftlog.groups.coordinator import Coordinator, Group
+from raftlog.groups.retention import Retention
 from raftlog.meta.view import MetadataView
 
 if TYPE_CHECKING:
@@ -38,11 +41,17 @@ def mono_ms() -> int:
     return int(time.monotonic() * 1000)
 
 
+def wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
 class GroupService:
-    def __init__(self, broker: Broker, clock: Callable[[], int] = mono_ms):
+    def __init__(self, broker: Broker, clock: Callable[[], int] = mono_ms,
+                 wall_clock: Callable[[], int] = wall_ms):
         self.b = broker
         self.cfg = broker.cfg.groups
         self.clock = clock
+        self.wall_clock = wall_clock
         self.coord = Coordinator(self.cfg.rebalance_delay_ms, self.cfg.min_session_timeout_ms,
                                  self.cfg.max_session_timeout_ms)
         self.offsets: dict[str, dict[tuple[str, int], off.OffsetAndMetadata]] = {}
@@ -52,6 +61,12 @@ class GroupService:
         self._spawn: Callable[..., asyncio.Task[Any]] | None = None
         # offsets partition -> (records waiting for the next append, future of that append)
         self._pending: dict[tuple[str, int], tuple[list[Any], asyncio.Future[None]]] = {}
+        self.retention = Retention(self.cfg.offsets_retention_ms)
+        # Groups without members whose "empty since" record is written (or being written): one
+        # record per transition to empty, so the retention clock survives a coordinator move.
+        self._empty_noted: set[str] = set()
+        self._next_retention_check_ms = 0
+        self._expiring = False
 
     def start(self, spawn: Callable[..., asyncio.Task[Any]]) -> None:
         self._spawn = spawn
@@ -135,6 +150,10 @@ class GroupService:
             del self.offsets[g]
         for g in [g for g in self.coord.groups if off.partition_for_group(g, n) == idx]:
             del self.coord.groups[g]
+        mine = [g for g in self.retention.last_active_ms if off.partition_for_group(g, n) == idx]
+        self.retention.forget(mine)
+        self._empty_noted.difference_update(mine)
+        empty_since: dict[str, int | None] = {}
         offset, end, count = p.log_start_offset, p.log_end_offset, 0
         while offset < end:
             raw = p.log.read(offset, READ_CHUNK_BYTES)
@@ -145,6 +164,9 @@ class GroupService:
                     continue
                 d = off.decode(r.key, r.value)
                 if d is None:
+                    e = off.decode_empty(r.key, r.value)
+                    if e is not None:
+                        empty_since[e[0]] = e[1]
                     continue
                 (group, topic, part), om = d
                 count += 1
@@ -152,6 +174,7 @@ class GroupService:
                     self.offsets.get(group, {}).pop((topic, part), None)
                 else:
                     self.offsets.setdefault(group, {})[(topic, part)] = om
+                    self.retention.touch(group, om.commit_ms)
             last = None
             for _pos, h in batch_codec.iter_batches(raw):
                 last = h
@@ -163,10 +186,24 @@ class GroupService:
         restored = 0
         for name, gi in view.groups.items():
             if off.partition_for_group(name, n) == idx:
-                self.coord.restore(name, gi.generation, gi.protocol,
-                                   {m: list(tps) for m, tps in gi.assignment.items()}, now,
-                                   self._sizes)
+                g = self.coord.restore(name, gi.generation, gi.protocol,
+                                       {m: list(tps) for m, tps in gi.assignment.items()}, now,
+                                       self._sizes)
                 restored += 1
+                if not g.members:
+                    self._empty_noted.add(name)     # its clock runs from the records below
+        # Retention clocks: the latest commit or "empty since" record; a group known only from
+        # Raft (no record of either) starts its clock now rather than expiring at once.
+        for name, since in empty_since.items():
+            if since is not None and (name in self.offsets or view.group(name) is not None):
+                self.retention.touch(name, since)
+        for name in [g for g in self.retention.last_active_ms
+                     if g not in self.offsets and view.group(g) is None]:
+            self.retention.forget([name])          # every offset tombstoned: a deleted group
+        for name, gi in view.groups.items():
+            if off.partition_for_group(name, n) == idx and \
+                    name not in self.retention.last_active_ms:
+                self.retention.touch(name, self.wall_clock())
         self._loaded[idx] = p.leader_epoch
         log.info("coordinating %s-%d (epoch %d): %d offset records, %d groups restored",
                  off.OFFSETS_TOPIC, idx, p.leader_epoch, count, restored)
@@ -206,6 +243,50 @@ class GroupService:
             g.proposing = True
             assert self._spawn is not None
             self._spawn(self._rebalance(g), f"rebalance-{g.name}")
+        for name, g in self.coord.groups.items():
+            if g.members:
+                self._empty_noted.discard(name)
+            elif name not in self._empty_noted:
+                self._empty_noted.add(name)
+                assert self._spawn is not None
+                self._spawn(self._note_empty(name), f"group-empty-{name}")
+        if now >= self._next_retention_check_ms and not self._expiring:
+            self._next_retention_check_ms = now + self.cfg.offsets_retention_check_interval_ms
+            self._expiring = True
+            assert self._spawn is not None
+            self._spawn(self._expire_groups(), "offsets-retention")
+
+    # -- offset retention (KIP-211) ---------------------------------------------------------
+    def _has_members(self, group: str) -> bool:
+        g = self.coord.groups.get(group)
+        return g is not None and bool(g.members)
+
+    async def _note_empty(self, group: str) -> None:
+        """Record when `group` lost its last member: its retention clock starts there."""
+        since = self.wall_clock()
+        self.retention.touch(group, since)
+        try:
+            p = await self.coordinate(group)
+            await self._append(p, [(off.empty_key(group), off.empty_value(since), None, since)])
+        except RaftlogError as exc:      # a moved coordinator reloads the clock from the log
+            log.info("group %s: 'empty since' record not written: %s", group, exc)
+
+    async def _expire_groups(self) -> None:
+        try:
+            for name in self.retention.expired(self.wall_clock(), self._has_members):
+                if not self._still_coordinator(name):
+                    continue
+                try:
+                    p = await self.coordinate(name)
+                    n = await self._remove_group(p, name)
+                except RaftlogError as exc:
+                    log.info("group %s: offsets not expired (%s); next check retries",
+                             name, exc)
+                    continue
+                log.info("group %s: empty for %d ms: %d committed offsets expired, group "
+                         "removed", name, self.cfg.offsets_retention_ms, n)
+        finally:
+            self._expiring = False
 
     async def _rebalance(self, g: Group) -> None:
         dirty_at = g.dirty_since_ms
@@ -240,12 +321,13 @@ class GroupService:
         self.coord.check_commit(group, member_id, generation)
         if not entries:
             return
-        now = int(time.time() * 1000)
+        now = self.wall_clock()
         values = {(t, part): off.OffsetAndMetadata(o, md, now) for t, part, o, md in entries}
         await self._append(p, [(off.offset_key(group, t, part), off.offset_value(om), None, now)
                                for (t, part), om in values.items()])
         cache = self.offsets.setdefault(group, {})
         cache.update(values)
+        self.retention.touch(group, now)
 
     async def _append(self, p: Partition, records: list[tuple[Any, Any, Any, int]]) -> None:
         """Append offset records and return once they are committed (like acks=all).
@@ -266,7 +348,7 @@ class GroupService:
 
     def _flush_commits(self, p: Partition) -> None:
         records, done = self._pending.pop(p.key)
-        now = int(time.time() * 1000)
+        now = self.wall_clock()
         try:
             res = p.append_leader(bytearray(batch_codec.encode(records)), -1, now)
         except RaftlogError as exc:
@@ -310,20 +392,29 @@ class GroupService:
         if g is not None and g.members:
             raise error(ErrorCode.NON_EMPTY_GROUP,
                         f"group {group!r} has {len(g.members)} active members")
-        cache = self.offsets.get(group, {})
-        gi = self.b.view.group(group)
-        if not cache and gi is None and g is None:
+        if not self.offsets.get(group) and self.b.view.group(group) is None and g is None:
             raise error(ErrorCode.GROUP_ID_NOT_FOUND, f"no group {group!r}")
-        if cache:
-            now = int(time.time() * 1000)
-            await self._append(p, [(off.offset_key(group, t, part), None, None, now)
-                                   for t, part in sorted(cache)])
+        return {"deleted": group, "offsets_deleted": await self._remove_group(p, group)}
+
+    async def _remove_group(self, p: Partition, group: str) -> int:
+        """Tombstone the group's offsets and "empty since" record (compaction drops them), then
+        forget it here and in Raft. The one way a group goes: admin delete or expiry."""
+        cache = self.offsets.get(group, {})
+        now = self.wall_clock()
+        await self._append(p, [(off.offset_key(group, t, part), None, None, now)
+                               for t, part in sorted(cache)]
+                           + [(off.empty_key(group), None, None, now)])
         self.offsets.pop(group, None)
+        self.retention.forget([group])
+        if self._has_members(group):
+            return len(cache)      # joined while the tombstones were written: it lives on
         self.coord.groups.pop(group, None)
+        self._empty_noted.discard(group)
+        gi = self.b.view.group(group)
         if gi is not None:
             await self.b.call_controller("/v1/controller/delete-group",
                                          {"group": group, "expected_generation": gi.generation})
-        return {"deleted": group, "offsets_deleted": len(cache)}
+        return len(cache)
 
     async def describe(self, group: str) -> dict[str, Any]:
         await self.coordinate(group)
