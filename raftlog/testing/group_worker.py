@@ -2,22 +2,34 @@
 
     python -m raftlog.testing.group_worker BOOTSTRAP TOPIC GROUP OUTFILE NAME [SESSION_MS]
 
-Processes records by appending "partition offset" lines to OUTFILE (unbuffered os.write, so a
-SIGKILL loses nothing already "processed"), then commits — at-least-once. Writes its current
-assignment to OUTFILE.assign after every change.
+Processes records by appending lines to OUTFILE (unbuffered os.write, so a SIGKILL loses nothing
+already "processed"), then commits exactly what it processed — at-least-once. The lines let a
+test check *where* duplicates happen (only across a handover, never within one ownership):
+
+    A <partition> <owner> <monotonic_s>    partition assigned; owner = NAME.pid.n, new each time
+    R <partition> <offset> <owner>         record processed by that ownership
+    C <partition> <next_offset> <monotonic_s>   commit acknowledged (written before any await)
+
+CLOCK_MONOTONIC is machine-wide, so the times order events across worker processes. Writes its
+current assignment to OUTFILE.assign after every change.
 """
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import sys
+import time
 
-from raftlog.client import Consumer
+from raftlog.client import Consumer, TopicPartition
 
 
 class Listener:
-    def __init__(self, path: str, c: Consumer):
-        self.path, self.c = path, c
+    def __init__(self, path: str, c: Consumer, fd: int, name: str):
+        self.path, self.c, self.fd = path, c, fd
+        self.owner: dict[TopicPartition, str] = {}
+        self._seq = itertools.count()
+        self._name = f"{name}.{os.getpid()}"
 
     def _dump(self) -> None:
         tmp = self.path + ".tmp"
@@ -26,9 +38,16 @@ class Listener:
         os.replace(tmp, self.path)
 
     def on_partitions_revoked(self, revoked):  # noqa: ANN001
+        for tp in revoked:
+            self.owner.pop(tp, None)
         self._dump()
 
     def on_partitions_assigned(self, assigned):  # noqa: ANN001
+        lines = []
+        for tp in sorted(assigned):
+            self.owner[tp] = f"{self._name}.{next(self._seq)}"
+            lines.append(f"A {tp.partition} {self.owner[tp]} {time.monotonic():.6f}\n")
+        os.write(self.fd, "".join(lines).encode())
         self._dump()
 
 
@@ -39,16 +58,24 @@ async def main(bootstrap: str, topic: str, group: str, out: str, name: str,
                         auto_offset_reset="earliest", enable_auto_commit=False,
                         session_timeout_ms=session_ms,
                         heartbeat_interval_ms=max(50, session_ms // 6)) as c:
-        c.subscribe([topic], listener=Listener(out + ".assign", c))
+        lis = Listener(out + ".assign", c, fd, name)
+        c.subscribe([topic], listener=lis)
         while True:
             batch = await c.getmany(timeout_ms=200)
-            lines = [f"{tp.partition} {r.offset}\n" for tp, recs in batch.items() for r in recs]
-            if lines:
-                os.write(fd, "".join(lines).encode())
-                try:
-                    await c.commit()
-                except Exception as exc:  # a rebalance: the next owner re-reads (at-least-once)
-                    print("commit failed:", exc, flush=True)
+            lines = [f"R {tp.partition} {r.offset} {lis.owner.get(tp, '?')}\n"
+                     for tp, recs in batch.items() for r in recs]
+            if not lines:
+                continue
+            os.write(fd, "".join(lines).encode())
+            done = {tp: recs[-1].offset + 1 for tp, recs in batch.items() if recs}
+            try:
+                await c.commit(done)
+            except Exception as exc:  # a rebalance: the next owner re-reads (at-least-once)
+                print("commit failed:", exc, flush=True)
+                continue
+            now = time.monotonic()
+            os.write(fd, "".join(f"C {tp.partition} {o} {now:.6f}\n"
+                                 for tp, o in done.items()).encode())
 
 
 if __name__ == "__main__":
