@@ -52,6 +52,7 @@ class ErrorCode(enum.IntEnum):
     DUPLICATE_SEQUENCE_NUMBER = 46
     INVALID_PRODUCER_EPOCH = 47
     INVALID_CONFIG = 40
+    KAFKA_STORAGE_ERROR = 56
     UNKNOWN_PRODUCER_ID = 59
     GROUP_ID_NOT_FOUND = 69
     FENCED_LEADER_EPOCH = 74
@@ -100,6 +101,7 @@ _TRAITS: dict[ErrorCode, tuple[int, bool, bool]] = {
     ErrorCode.DUPLICATE_SEQUENCE_NUMBER: (409, False, False),
     ErrorCode.INVALID_PRODUCER_EPOCH: (409, False, False),
     ErrorCode.INVALID_CONFIG: (400, False, False),
+    ErrorCode.KAFKA_STORAGE_ERROR: (503, True, True),
     ErrorCode.UNKNOWN_PRODUCER_ID: (409, False, False),
     ErrorCode.GROUP_ID_NOT_FOUND: (404, False, False),
     ErrorCode.FENCED_LEADER_EPOCH: (409, True, True),
@@ -198,3 +200,12 @@ def from_wire(body: dict[str, Any]) -> RaftlogError:
 
 def http_status(code: ErrorCode | str) -> int:
     return for_code(code).http_status
+
+
+# errno values that mean the data disk itself failed (full, quota, read-only, I/O error)
+_STORAGE_ERRNOS = frozenset({28, 122, 30, 5})   # ENOSPC, EDQUOT, EROFS, EIO
+
+
+def is_storage_failure(exc: BaseException) -> bool:
+    """A disk failure, not a network error (ConnectionError is an OSError too)."""
+    return isinstance(exc, OSError) and exc.errno in _STORAGE_ERRNOS

@@ -28,10 +28,14 @@ async def _serve(cfg: config_mod.ClusterConfig, node_id: int) -> int:
         logging.getLogger("raftlog").error("cannot start node %d: %s", node_id, exc)
         await broker.stop()
         return 1
-    await stop.wait()
+    stopping = asyncio.ensure_future(stop.wait())
+    failing = asyncio.ensure_future(broker.failed.wait())
+    await asyncio.wait([stopping, failing], return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    failing.cancel()
     logging.getLogger("raftlog").info("node %d stopping", node_id)
     await broker.stop()
-    return 0
+    return 1 if broker.failed.is_set() else 0
 
 
 def run_node(config_path: str, node_id: int, log_level: str = "INFO") -> int:

@@ -15,7 +15,7 @@ from typing import Any, Coroutine
 from aiohttp import web
 
 from raftlog.config import ClusterConfig
-from raftlog.errors import ErrorCode, error
+from raftlog.errors import ErrorCode, error, is_storage_failure
 from raftlog.meta.controller import Controller
 from raftlog.meta.replica import MetaReplica, RaftTiming
 from raftlog.meta.view import MetadataView
@@ -23,7 +23,7 @@ from raftlog.replication.peer import PeerClient
 from raftlog.replication.manager import ReplicaManager
 from raftlog.groups.service import GroupService
 from raftlog.server import handlers_admin, handlers_data, handlers_groups, liveness
-from raftlog.server.http import error_middleware
+from raftlog.server.http import STORAGE_FAILED, error_middleware
 from raftlog.server.lifecycle import BrokerLifecycle
 
 log = logging.getLogger("raftlog.broker")
@@ -56,6 +56,9 @@ class Broker:
         self._tasks: list[asyncio.Task[Any]] = []
         self._runner: web.AppRunner | None = None
         self._view_changed = asyncio.Event()
+        # set when the data disk failed: the process stops, as Kafka's broker does when its
+        # last log dir fails, so leadership moves instead of erroring on every request
+        self.failed = asyncio.Event()
 
     # -- wiring -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -72,6 +75,7 @@ class Broker:
         self.replicas = ReplicaManager(self)
         app = web.Application(middlewares=[error_middleware],
                               client_max_size=self.cfg.limits.max_request_bytes)
+        app[STORAGE_FAILED] = self.storage_failed
         app.add_routes(handlers_admin.routes(self))
         app.add_routes(handlers_data.routes(self))
         self.groups = GroupService(self)
@@ -99,9 +103,24 @@ class Broker:
             self._tasks.remove(task)      # short-lived tasks must not pile up
         except ValueError:
             pass
-        if not task.cancelled() and task.exception() is not None:
+        if not task.cancelled() and is_storage_failure(task.exception()):
+            self.storage_failed(task.exception(), f"task {task.get_name()}")
+        elif not task.cancelled() and task.exception() is not None:
             log.error("background task %s died: %r", task.get_name(), task.exception(),
                       exc_info=task.exception())
+
+    def storage_failed(self, exc: BaseException, where: str) -> None:
+        """The data disk failed (full, read-only, I/O error): stop this node.
+
+        Serving on would fail every write here while this broker keeps its leaderships; once it
+        stops, its port refuses and the controller moves leaders to the in-sync replicas. Data
+        already written stays valid: appends cut a failed write back, recovery checks the tail.
+        """
+        if not self.failed.is_set():
+            log.critical("node %d: data disk failed in %s: %s; stopping this node. Free space or "
+                         "fix %s, then start it again", self.node_id, where, exc,
+                         self.node.data_dir)
+            self.failed.set()
 
     async def stop(self) -> None:
         tasks = list(self._tasks)

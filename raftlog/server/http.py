@@ -13,11 +13,13 @@ from typing import Any, Awaitable, Callable
 import msgpack
 from aiohttp import web
 
-from raftlog.errors import ErrorCode, RaftlogError, error
+from raftlog.errors import ErrorCode, RaftlogError, error, is_storage_failure
 
 log = logging.getLogger("raftlog.http")
 
 MSGPACK = "application/msgpack"
+# app key of the broker's callback for a failed disk: (exception, where) -> None
+STORAGE_FAILED = web.AppKey("storage_failed", Callable[[BaseException, str], None])
 
 
 def wants_msgpack(request: web.Request) -> bool:
@@ -111,7 +113,15 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return answer(request, body, status=exc.status)
     except (ConnectionResetError, TimeoutError) as exc:
         return error_response(request, error(ErrorCode.REQUEST_TIMED_OUT, str(exc) or "timed out"))
-    except Exception as exc:  # a bug: log it with its traceback, answer without one
+    except Exception as exc:
+        if is_storage_failure(exc):
+            on_failure = request.app.get(STORAGE_FAILED)
+            if on_failure is not None:
+                on_failure(exc, f"{request.method} {request.path}")
+            return error_response(request, error(
+                ErrorCode.KAFKA_STORAGE_ERROR,
+                f"this node's disk failed ({exc.strerror}); it is stopping, retry on the new leader"))
+        # a bug: log it with its traceback, answer without one
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error_response(request, error(ErrorCode.UNKNOWN_SERVER_ERROR,
                                              f"{type(exc).__name__}: {exc}"))
