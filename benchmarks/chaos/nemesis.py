@@ -8,6 +8,9 @@ Names (`--nemesis` takes a comma list; a family name picks one of its members ea
                 (nft drop rules inside the node namespaces; heal = delete the tables)
   loss        random loss of 20-40 % of every node's packets (nft numgen)
   rolling     rolling restart: SIGTERM each node in turn, restart, wait until active
+  disk        = disk-full-leader | disk-full-random                fill the node's tmpfs data
+                disk (ENOSPC on every write), free it after the hold; a node that died of it
+                is restarted
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ FAMILIES = {
     "partition": ["partition-leader", "partition-halves", "partition-bridge", "partition-oneway"],
     "loss": ["loss"],
     "rolling": ["rolling"],
+    "disk": ["disk-full-leader", "disk-full-random"],
 }
 ALL = sorted({m for ms in FAMILIES.values() for m in ms})
 
@@ -41,9 +45,11 @@ def expand(spec: str) -> list[str]:
 
 class Nemesis:
     def __init__(self, cluster: Any, lab: Any, topic: str, partitions: int, rng: random.Random,
-                 log: Callable[[dict], None], say: Callable[[str], None] = lambda s: None):
+                 log: Callable[[dict], None], say: Callable[[str], None] = lambda s: None,
+                 disks: Any = None):
         self.c = cluster
         self.lab = lab
+        self.disks = disks
         self.topic = topic
         self.partitions = partitions
         self.rng = rng
@@ -127,6 +133,19 @@ class Nemesis:
             time.sleep(hold_s)
             self.lab.heal()
             end = time.time()
+        elif name.startswith("disk-full"):
+            n = self.leader() if name == "disk-full-leader" else self.rng.choice(self.nodes())
+            took = self.disks.fill(n)
+            targets = {"node": n, "filled_mb": round(took / 2**20, 1)}
+            self.say(f"{name} node {n} ({targets['filled_mb']} MB filler)")
+            time.sleep(hold_s)
+            self.disks.free(n)
+            end = time.time()
+            if not self.c.alive(n):
+                targets["crashed"] = True
+                self.say(f"node {n} died with a full disk: restarting it")
+                self.c.start(n)
+            self._wait_active([n], 20)
         elif name == "rolling":
             targets = self.nodes()
             self.say("rolling restart")
@@ -151,6 +170,8 @@ class Nemesis:
 
     def heal_all(self) -> None:
         self.lab.heal()
+        for n in list(self.disks.full if self.disks else ()):
+            self.disks.free(n)
         for n in self.nodes():
             if n in self.c.paused:
                 self.c.resume(n)

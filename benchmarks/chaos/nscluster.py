@@ -42,8 +42,11 @@ replica_fetch_wait_max_ms = 500
 class NsCluster:
     def __init__(self, workdir: str, n: int, addr: Callable[[int], str],
                  prefix: Callable[[int], list[str]], python: str, probe: Any = None,
-                 extra_toml: str = "", ports: dict[int, tuple[int, int]] | None = None):
+                 extra_toml: str = "", ports: dict[int, tuple[int, int]] | None = None,
+                 data_dirs: dict[int, str] | None = None):
         self.workdir = workdir
+        # data dir per node, relative to workdir (the disk nemesis puts them on small tmpfs)
+        self.data_dirs = data_dirs or {i: f"node-{i}" for i in range(1, n + 1)}
         # (http, raft) port per node: the same everywhere in namespaces, distinct on loopback
         self.ports = ports or {i: (HTTP_PORT, RAFT_PORT) for i in range(1, n + 1)}
         self.n = n
@@ -56,7 +59,7 @@ class NsCluster:
                  extra_toml]
         for i in range(1, n + 1):
             lines.append(f'[[nodes]]\nid = {i}\nhost = "{addr(i)}"\nhttp_port = {self.ports[i][0]}\n'
-                         f'raft_port = {self.ports[i][1]}\ndata_dir = "node-{i}"\n')
+                         f'raft_port = {self.ports[i][1]}\ndata_dir = "{self.data_dirs[i]}"\n')
         self.config_path = os.path.join(workdir, "cluster.toml")
         with open(self.config_path, "w") as fh:
             fh.write("\n".join(lines))
@@ -64,7 +67,7 @@ class NsCluster:
         self.paused: set[int] = set()
 
     def data_dir(self, i: int) -> str:
-        return os.path.join(self.workdir, f"node-{i}")
+        return os.path.join(self.workdir, self.data_dirs[i])
 
     def url(self, i: int, path: str = "") -> str:
         return f"http://{self.addr(i)}:{self.ports[i][0]}{path}"

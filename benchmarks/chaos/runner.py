@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from benchmarks.chaos import checker, netlab, replicas, report
+from benchmarks.chaos import checker, disks, netlab, replicas, report
 from benchmarks.chaos.nemesis import Nemesis, expand
 from benchmarks.chaos.nscluster import ROOT, NsCluster
 from benchmarks.chaos.nsguard import ENV as NETNS_ENV
@@ -63,6 +63,7 @@ class Run:
         self.lab: netlab.NetLab | None = None
         self.probe: Probe | None = None
         self.cluster: NsCluster | None = None
+        self.disks: disks.Disks | None = None
         self.workload: subprocess.Popen | None = None
         self.events: list[dict] = []
         self._lock = threading.Lock()
@@ -89,6 +90,8 @@ class Run:
                 p.wait()
         if self.cluster is not None:
             self.cluster.stop()
+        if self.disks is not None:
+            self.disks.down()
         if self.probe is not None:
             self.probe.close()
         if self.lab is not None:
@@ -115,6 +118,16 @@ class Run:
         stale = [] if self.loopback else netlab.remove_stale()
         if stale:
             self.say(f"removed stale namespaces: {' '.join(stale)}")
+        want_disks = any(f.startswith("disk") for f in self.families)
+        if want_disks and os.geteuid() != 0:
+            self.say("not root: cannot mount tmpfs disks; dropping the disk nemesis")
+            self.families = [f for f in self.families if not f.startswith("disk")]
+            want_disks = False
+            if not self.families:
+                raise Unavailable("the disk nemesis needs root to mount tmpfs")
+        gone = disks.remove_stale() if os.geteuid() == 0 else []
+        if gone:
+            self.say(f"unmounted stale chaos disks: {' '.join(gone)}")
         atexit.register(self.cleanup)
         if threading.current_thread() is threading.main_thread():
             for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -135,9 +148,14 @@ class Run:
             from raftlog.testing.cluster import free_ports
             ps = free_ports(2 * n)
             ports = {i: (ps[i - 1], ps[n + i - 1]) for i in range(1, n + 1)}
+        data_dirs = None
+        if want_disks:
+            self.disks = disks.Disks(self.workdir, n)
+            self.disks.up()
+            data_dirs = {i: self.disks.data_dir(i) for i in range(1, n + 1)}
         self.cluster = NsCluster(self.workdir, n, lab.addr,
                                  lambda i: lab.exec_prefix(lab.node_ns(i)), PYTHON, self.probe,
-                                 ports=ports)
+                                 ports=ports, data_dirs=data_dirs)
 
     def _log(self, ev: dict) -> None:
         with self._lock:
@@ -184,7 +202,7 @@ class Run:
         prog = threading.Thread(target=self._progress, args=(hist_path, stop_progress), daemon=True)
         prog.start()
         nem = Nemesis(c, self.lab, cfg.topic, cfg.partitions, random.Random(cfg.seed), self._log,
-                      self.say)
+                      self.say, disks=self.disks)
         # faults stop early enough for the tail of the run to be healthy
         until = run_start + max(cfg.time - max(5.0, cfg.time * 0.15), 1.0)
         try:
@@ -242,6 +260,8 @@ class Run:
             src = os.path.join(self.workdir, f"node-{i}.log")
             if os.path.exists(src):
                 shutil.copy(src, self.outdir)
+        if self.disks is not None and (cfg.keep_data or not check["valid"]):
+            self.disks.preserve()
         self.cleanup()
         if check["valid"] and not cfg.keep_data:
             shutil.rmtree(self.workdir, ignore_errors=True)
