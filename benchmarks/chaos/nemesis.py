@@ -142,8 +142,8 @@ class Nemesis:
             self.disks.free(n)
             end = time.time()
             if not self.c.alive(n):
-                targets["crashed"] = True
-                self.say(f"node {n} died with a full disk: restarting it")
+                targets["stopped"] = True
+                self.say(f"node {n} stopped on its full disk: restarting it")
                 self.c.start(n)
             self._wait_active([n], 20)
         elif name == "rolling":

@@ -66,7 +66,7 @@ def plot(events: list[dict], faults: list[dict], t0: float, path: str, title: st
     ax2.set_ylabel("ack latency (ms)")
     ax2.set_xlabel("seconds since start")
     colors = {"kill": "tab:red", "pause": "tab:orange", "partition": "tab:purple",
-              "loss": "tab:brown", "rolling": "tab:gray"}
+              "loss": "tab:brown", "rolling": "tab:gray", "disk": "tab:olive"}
     for f in faults:
         col = colors.get(f["f"].split("-")[0], "tab:gray")
         for ax in (ax1, ax2):
