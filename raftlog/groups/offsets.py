@@ -37,15 +37,26 @@ def partition_for_group(group: str, partitions: int) -> int:
     return (murmur2(group.encode("utf-8")) & 0x7FFFFFFF) % partitions
 
 
+# Every commit re-encodes the same few keys: remember them (bounded; cleared when full).
+KEY_CACHE_MAX = 100_000
+_key_cache: dict[tuple[str, str, int], bytes] = {}
+_pack = msgpack.Packer(use_bin_type=True).pack     # one Packer, not one per packb() call
+
+
 def offset_key(group: str, topic: str, partition: int) -> bytes:
-    return msgpack.packb([KEY_KIND, group, topic, partition], use_bin_type=True)
+    k = (group, topic, partition)
+    b = _key_cache.get(k)
+    if b is None:
+        if len(_key_cache) >= KEY_CACHE_MAX:
+            _key_cache.clear()
+        b = _key_cache[k] = _pack([KEY_KIND, group, topic, partition])
+    return b
 
 
 def offset_value(om: OffsetAndMetadata | None) -> bytes | None:
     if om is None:
         return None
-    return msgpack.packb({"offset": om.offset, "metadata": om.metadata,
-                          "commit_ms": om.commit_ms}, use_bin_type=True)
+    return _pack({"offset": om.offset, "metadata": om.metadata, "commit_ms": om.commit_ms})
 
 
 def decode(key: bytes | None, value: bytes | None

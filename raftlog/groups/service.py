@@ -35,6 +35,7 @@ TICK_MS = 50
 TOPIC_WAIT_S = 15.0
 COMMIT_TIMEOUT_S = 15.0
 READ_CHUNK_BYTES = 1 << 20
+INDEX_CACHE_MAX = 100_000        # group -> offsets partition entries kept (bounded memory)
 
 
 def mono_ms() -> int:
@@ -60,7 +61,10 @@ class GroupService:
         self._topic_lock = asyncio.Lock()
         self._spawn: Callable[..., asyncio.Task[Any]] | None = None
         # offsets partition -> (records waiting for the next append, future of that append)
-        self._pending: dict[tuple[str, int], tuple[list[Any], asyncio.Future[None]]] = {}
+        self._pending: dict[tuple[str, int],
+                            tuple[list[Any], list[asyncio.Future[None]]]] = {}
+        self._index_cache: dict[str, tuple[int, int]] = {}
+        self._topic_ready_view: MetadataView | None = None
         self.retention = Retention(self.cfg.offsets_retention_ms)
         # Groups without members whose "empty since" record is written (or being written): one
         # record per transition to empty, so the retention clock survives a coordinator move.
@@ -78,13 +82,26 @@ class GroupService:
         return len(t.partitions) if t is not None else self.cfg.offsets_topic_partitions
 
     def partition_index(self, group: str) -> int:
-        return off.partition_for_group(group, self.num_partitions())
+        # murmur2 is pure Python (~10 µs); every request and every tick asks, so remember it.
+        n = self.num_partitions()
+        hit = self._index_cache.get(group)
+        if hit is not None and hit[0] == n:
+            return hit[1]
+        if len(self._index_cache) >= INDEX_CACHE_MAX:
+            self._index_cache.clear()
+        idx = off.partition_for_group(group, n)
+        self._index_cache[group] = (n, idx)
+        return idx
 
     async def ensure_topic(self) -> None:
         def ready(v: MetadataView) -> bool:
             t = v.topic(off.OFFSETS_TOPIC)
             return t is not None and all(p.leader >= 0 for p in t.partitions)
-        if ready(self.b.view):
+        view = self.b.view
+        if view is self._topic_ready_view:
+            return      # every group request asks: answer from the last view that was ready
+        if ready(view):
+            self._topic_ready_view = view
             return
         async with self._topic_lock:
             if self.b.view.topic(off.OFFSETS_TOPIC) is None:
@@ -145,12 +162,11 @@ class GroupService:
 
     def _load(self, idx: int, p: Partition) -> None:
         """Rebuild the offsets cache and the groups of partition `idx` (a new leadership)."""
-        n = self.num_partitions()
-        for g in [g for g in self.offsets if off.partition_for_group(g, n) == idx]:
+        for g in [g for g in self.offsets if self.partition_index(g) == idx]:
             del self.offsets[g]
-        for g in [g for g in self.coord.groups if off.partition_for_group(g, n) == idx]:
+        for g in [g for g in self.coord.groups if self.partition_index(g) == idx]:
             del self.coord.groups[g]
-        mine = [g for g in self.retention.last_active_ms if off.partition_for_group(g, n) == idx]
+        mine = [g for g in self.retention.last_active_ms if self.partition_index(g) == idx]
         self.retention.forget(mine)
         self._empty_noted.difference_update(mine)
         empty_since: dict[str, int | None] = {}
@@ -185,7 +201,7 @@ class GroupService:
         view = self.b.view
         restored = 0
         for name, gi in view.groups.items():
-            if off.partition_for_group(name, n) == idx:
+            if self.partition_index(name) == idx:
                 g = self.coord.restore(name, gi.generation, gi.protocol,
                                        {m: list(tps) for m, tps in gi.assignment.items()}, now,
                                        self._sizes)
@@ -201,7 +217,7 @@ class GroupService:
                      if g not in self.offsets and view.group(g) is None]:
             self.retention.forget([name])          # every offset tombstoned: a deleted group
         for name, gi in view.groups.items():
-            if off.partition_for_group(name, n) == idx and \
+            if self.partition_index(name) == idx and \
                     name not in self.retention.last_active_ms:
                 self.retention.touch(name, self.wall_clock())
         self._loaded[idx] = p.leader_epoch
@@ -323,7 +339,9 @@ class GroupService:
             return
         now = self.wall_clock()
         values = {(t, part): off.OffsetAndMetadata(o, md, now) for t, part, o, md in entries}
-        await self._append(p, [(off.offset_key(group, t, part), off.offset_value(om), None, now)
+        key = off.offset_key
+        val = off.offset_value
+        await self._append(p, [(key(group, t, part), val(om), None, now)
                                for (t, part), om in values.items()])
         cache = self.offsets.setdefault(group, {})
         cache.update(values)
@@ -335,24 +353,33 @@ class GroupService:
         Commits arriving in the same loop turn for one offsets partition share one batch and
         one replication round: each commit is small, and the batch is the unit that costs.
         """
+        loop = asyncio.get_running_loop()
         pending = self._pending.get(p.key)
         if pending is None:
-            pending = self._pending[p.key] = ([], asyncio.get_running_loop().create_future())
-            asyncio.get_running_loop().call_soon(self._flush_commits, p)
+            pending = self._pending[p.key] = ([], [])
+            loop.call_soon(self._flush_commits, p)
         pending[0].extend(records)
-        try:
-            await asyncio.wait_for(asyncio.shield(pending[1]), COMMIT_TIMEOUT_S)
-        except asyncio.TimeoutError:
-            raise error(ErrorCode.REQUEST_TIMED_OUT,
-                        f"offset commit not replicated within {COMMIT_TIMEOUT_S:.0f} s") from None
+        # One future per waiter (not one shared future behind shield + wait_for, which cost a
+        # task and a timer per commit): a waiter whose request is cancelled cancels only its own.
+        fut: asyncio.Future[None] = loop.create_future()
+        pending[1].append(fut)
+        await fut
 
     def _flush_commits(self, p: Partition) -> None:
-        records, done = self._pending.pop(p.key)
+        records, waiters = self._pending.pop(p.key)
         now = self.wall_clock()
+
+        def finish(exc: BaseException | None) -> None:
+            for f in waiters:
+                if not f.done():
+                    if exc is None:
+                        f.set_result(None)
+                    else:
+                        f.set_exception(exc)
         try:
             res = p.append_leader(bytearray(batch_codec.encode(records)), -1, now)
         except RaftlogError as exc:
-            done.set_exception(exc)
+            finish(exc)
             return
         nxt = res.last_offset + 1
 
@@ -361,12 +388,14 @@ class GroupService:
                 await self.b.replicas.durable(p, nxt)
                 await p.wait_committed(nxt)
                 p.check_isr_after_append()
+            except asyncio.CancelledError:
+                finish(error(ErrorCode.REQUEST_TIMED_OUT, "offset commit not replicated "
+                             f"within {COMMIT_TIMEOUT_S:.0f} s"))
+                raise
             except Exception as exc:
-                if not done.done():
-                    done.set_exception(exc)
+                finish(exc)
                 return
-            if not done.done():
-                done.set_result(None)
+            finish(None)
         assert self._spawn is not None
         task = self._spawn(acked(), "offset-commit")
         # Bound the wait: a lost leadership fails the waiters; a stuck ISR times them out.
