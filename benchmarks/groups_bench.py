@@ -1,6 +1,7 @@
 """Consumer-group benchmark on a real 3-node cluster (one command, figures last).
 
-    .venv/bin/python benchmarks/groups_bench.py [--consumers 10] [--groups 20] [--seconds 5]
+    .venv/bin/python benchmarks/groups_bench.py [--consumers 10] [--groups 200] [--seconds 5]
+        [--per-commit 1,50] [--commits-only] [--py-spy DIR]
 
 1. Time to a stable assignment: `--consumers` Consumers (one process, asyncio) join a 12-partition
    topic at once; measured from the first start() until every partition is owned by exactly one
@@ -8,8 +9,12 @@
    until the survivors own everything again. The group's rebalance delay ([groups]
    rebalance_delay_ms, 100 ms default) is included and reported.
 2. Committed-offset throughput: `--groups` groups, each with one member, commit concurrently
-   (one request per commit, `--partitions-per-commit` offsets per request) for `--seconds`;
-   every commit is acknowledged only after the offsets topic's high watermark passes it.
+   (one OffsetCommit request per commit, one commit in flight per member, `--per-commit`
+   offsets per request) for `--seconds`; every commit is acknowledged only after the offsets
+   topic's high watermark passes it. As Kafka's figures, the rate counts commits across many
+   committers: a single committer is bound by the replication round trip, not by the server.
+   Prints the CPU of the client and of each node; `--py-spy DIR` samples the nodes during the
+   commit phase (summarise with benchmarks/pyspy_top.py).
 """
 from __future__ import annotations
 
@@ -21,7 +26,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from _common import ClientProfile, CpuMeter, start_py_spy, stop_py_spy  # noqa: E402
 from raftlog.client import Admin, Consumer, TopicPartition  # noqa: E402
 from raftlog.testing.cluster import ProcessCluster  # noqa: E402
 
@@ -64,8 +71,8 @@ async def bench_rebalance(c: ProcessCluster, n: int, strategy: str) -> tuple[flo
     return join, leave
 
 
-async def bench_commits(c: ProcessCluster, groups: int, per_commit: int, seconds: float
-                        ) -> tuple[int, int, float]:
+async def bench_commits(c: ProcessCluster, groups: int, per_commit: int, seconds: float,
+                        py_spy: str | None, profile: str | None) -> tuple[int, int, float, str, list[float]]:
     topic = f"commits-{per_commit}"
     async with Admin(c.bootstrap) as a:
         await a.create_topic(topic, partitions=per_commit, replication_factor=3)
@@ -76,7 +83,12 @@ async def bench_commits(c: ProcessCluster, groups: int, per_commit: int, seconds
     for x in cs:
         await x.wait_for_assignment()
     await asyncio.gather(*(wait_stable([x], per_commit) for x in cs))
+    for x in cs:
+        # Committers that read nothing: without this each keeps an idle long-poll fetch
+        # cycling (2/s per consumer), which is the fetch path's cost, not the commit path's.
+        x.pause(*x.assignment())
     requests = 0
+    latencies: list[float] = []
     stop_at = time.perf_counter() + seconds
 
     async def loop(x: Consumer) -> None:
@@ -84,37 +96,57 @@ async def bench_commits(c: ProcessCluster, groups: int, per_commit: int, seconds
         i = 0
         while time.perf_counter() < stop_at:
             i += 1
+            t = time.perf_counter()
             await x.commit({TopicPartition(topic, p): i for p in range(per_commit)})
+            latencies.append(time.perf_counter() - t)
             requests += 1
-    t0 = time.perf_counter()
-    await asyncio.gather(*(loop(x) for x in cs))
-    elapsed = time.perf_counter() - t0
+    pids = {n: p.pid for n, p in c.procs.items()}
+    spies = start_py_spy(os.path.join(py_spy, f"per{per_commit}"), pids, seconds + 5) \
+        if py_spy else []
+    cpu = CpuMeter(pids).start()
+    with ClientProfile(profile, seconds) as prof:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(loop(x) for x in cs))
+        elapsed = time.perf_counter() - t0
+    cpu.stop()
+    stop_py_spy(spies)
+    for line in prof.report(15, requests):
+        print(line)
     await asyncio.gather(*(x.stop() for x in cs))
-    return requests, requests * per_commit, elapsed
+    return requests, requests * per_commit, elapsed, cpu.report(), sorted(latencies)
 
 
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--consumers", type=int, default=10)
-    ap.add_argument("--groups", type=int, default=50)
-    ap.add_argument("--partitions-per-commit", type=int, default=50)
+    ap.add_argument("--groups", type=int, default=200)
+    ap.add_argument("--per-commit", default="1,50",
+                    help="offsets per commit request, comma-separated: one run each")
     ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--commits-only", action="store_true", help="skip the rebalance timings")
+    ap.add_argument("--py-spy", default=None, metavar="DIR",
+                    help="py-spy the nodes during each commit run into DIR/perN/node-M.txt")
+    ap.add_argument("--profile", nargs="?", const="cprofile", choices=("cprofile", "py-spy"),
+                    default=None, help="where the client's CPU goes during the commit runs")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d, \
             ProcessCluster(d, 3, log_level="WARNING") as c:
         c.start()
         c.wait_ready(40)
         figures = []
-        for strategy in ("range", "sticky"):
+        for strategy in () if args.commits_only else ("range", "sticky"):
             join, leave = await bench_rebalance(c, args.consumers, strategy)
             figures.append(f"stable assignment, {args.consumers} consumers joining at once "
                            f"({strategy}): {join * 1000:.0f} ms")
             figures.append(f"stable assignment after one of {args.consumers} leaves "
                            f"({strategy}): {leave * 1000:.0f} ms")
-        for per in sorted({1, args.partitions_per_commit}):
-            reqs, offs, el = await bench_commits(c, args.groups, per, args.seconds)
+        for per in [int(x) for x in args.per_commit.split(",")]:
+            reqs, offs, el, cpu, lat = await bench_commits(c, args.groups, per, args.seconds,
+                                                           args.py_spy, args.profile)
+            p50, p99 = (lat[len(lat) // 2], lat[int(len(lat) * 0.99)]) if lat else (0.0, 0.0)
             figures.append(f"offset commits, {args.groups} groups, {per} offset(s) per commit: "
-                           f"{reqs / el:,.0f} commits/s ({offs / el:,.0f} offsets/s)")
+                           f"{reqs / el:,.0f} commits/s ({offs / el:,.0f} offsets/s), latency "
+                           f"p50 {p50 * 1000:.1f} ms p99 {p99 * 1000:.1f} ms; {cpu}")
         print("\n--- figures (3 nodes on one machine, RF=3, acks=all; rebalance_delay_ms=100 "
               "included) ---")
         for f in figures:
