@@ -440,14 +440,17 @@ async def test_cli_consume_group_describe_reset_delete(shared):
     assert "g-cli" in cli(shared, "group", "list").stdout
     text = cli(shared, "group", "describe", "g-cli").stdout
     assert "LAG" in text and "COMMITTED" in text
-    # while a member exists, reset is refused
+    # while a member exists, reset is refused (the CLI runs in a thread: a blocked loop would
+    # stop the member's heartbeats, and its session could lapse while the CLI starts)
     [cons] = await start_consumers(shared, 1, "clig", "g-cli")
     try:
         await eventually(lambda: len(cons.assignment()) == 3, 10, "assignment")
-        d = json.loads(cli(shared, "group", "describe", "g-cli", "--json").stdout)
+        d = json.loads((await asyncio.to_thread(cli, shared, "group", "describe", "g-cli",
+                                                "--json")).stdout)
         assert d["state"] in ("Stable", "Rebalancing") and len(d["members"]) == 1
         assert all(o["owner"] == d["members"][0]["member_id"] for o in d["offsets"])
-        r = cli(shared, "group", "reset-offsets", "g-cli", "--to-earliest", check=False)
+        r = await asyncio.to_thread(cli, shared, "group", "reset-offsets", "g-cli",
+                                    "--to-earliest", check=False)
         assert r.returncode == 1 and "NON_EMPTY_GROUP" in r.stderr
     finally:
         await cons.stop()
