@@ -4,8 +4,9 @@ Owns the follower side of replication for every partition this broker follows fr
 build a fetch carrying (broker id, broker epoch) and, per partition, (leader epoch, fetch offset =
 our log end, last fetched epoch); apply the answer — truncate on a diverging epoch before
 appending anything, append whole batches, take the leader's high watermark (capped at our own
-log end). Under the fsync policy the log is flushed before the next fetch, so the offset we
-report to the leader (and that the HW counts) is durable here.
+log end). Truncations and log-start moves finish (fsync, unlinks) in a worker thread before the
+next fetch, and under the fsync policy the log is flushed before it too, so the offset we report
+to the leader (and that the HW counts) is durable here.
 
 Imports replication.partition and errors; the HTTP call goes through the broker's PeerClient.
 """
@@ -146,6 +147,10 @@ class FetcherSession:
                 continue
             if p.log.options.flush_policy == "fsync" and e.get("records"):
                 to_flush.append(p)
+        for e in resp.get("partitions", []):
+            p = self.m.partitions.get((e["topic"], e["partition"]))
+            if p is not None and p.log.deletes_pending:
+                await asyncio.to_thread(p.log.finish_deletes)
         for p in to_flush:
             await self.m.durable(p, p.log_end_offset)
         return backoff

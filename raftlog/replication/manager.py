@@ -385,12 +385,13 @@ class ReplicaManager:
                 if p.key in self._cleaning:
                     continue   # the cleaner is rewriting its segments: next round
                 try:
-                    self.retention_once(p, now)
+                    await self.retention_once(p, now)
                 except Exception:
                     log.exception("%s-%d: retention failed", p.topic, p.index)
 
-    def retention_once(self, p: Partition, now: int) -> int:
-        """One retention pass over `p`; returns how many segments were deleted."""
+    async def retention_once(self, p: Partition, now: int) -> int:
+        """One retention pass over `p`; returns how many segments were deleted. The log start
+        moves at once; the checkpoint fsync and the unlinks run in a worker thread."""
         cfg = p.config
         if not cfg or p.log.closed:
             return 0
@@ -405,9 +406,10 @@ class ReplicaManager:
         if cutoff is None:
             return 0
         deleted = p.log.delete_before(cutoff)
+        p.wake()   # long-polling followers learn the new log start now
+        await asyncio.to_thread(p.log.finish_deletes)
         log.info("%s-%d: retention moved the log start to %d (%d segments deleted)",
                  p.topic, p.index, cutoff, deleted)
-        p.wake()   # long-polling followers learn the new log start now
         return deleted
 
     # -- compaction (issue 7) ---------------------------------------------------------------

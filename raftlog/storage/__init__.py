@@ -2,7 +2,8 @@
 
 Synchronous, single-writer and file-backed; knows nothing of HTTP, Raft, leaders or the event
 loop (never imports asyncio, aiohttp, pysyncobj or raftlog.meta/server/replication). The event
-loop calls it directly for appends and reads and hands `flush()` and large scans to a thread.
+loop calls it directly for appends, reads and the quick half of deletions and truncations, and
+hands `flush()`, `finish_deletes()` and large scans to a thread.
 
 Modules, one job each: options (LogOptions, limits), errors, checkpoint (atomic small files),
 epochs (leader-epoch cache), index (.index/.timeindex), scan (header walks, CRC validation),

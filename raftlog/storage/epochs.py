@@ -9,11 +9,14 @@ Invariants: epochs strictly increase and start offsets strictly increase along t
 change is persisted before the log bytes it describes are written (the log calls `assign` first),
 so after a crash every batch in the log has its epoch in the file; recovery relies on that to
 catch a corrupted epoch field (which lies outside the batch CRC) and then truncates the cache to
-the recovered log end.
+the recovered log end. Truncations may therefore be persisted later (`persist=False`, then
+`persist_if_dirty()` in a worker thread): a stale file only holds entries outside the log, which
+recovery drops.
 """
 from __future__ import annotations
 
 import bisect
+import threading
 from typing import NamedTuple
 
 from raftlog.storage import checkpoint
@@ -28,11 +31,16 @@ class EpochEntry(NamedTuple):
 
 
 class LeaderEpochCache:
-    """Epoch -> start offset map of one partition; not thread-safe (owned by the log writer)."""
+    """Epoch -> start offset map of one partition, owned by the log writer; only
+    `persist_if_dirty()` may run in another thread (a worker finishing a deletion)."""
 
     def __init__(self, path: str | None, entries: list[EpochEntry] | None = None):
         self._path = path  # None: in memory only (tests)
         self._entries: list[EpochEntry] = list(entries or [])
+        self._dirty = False          # changed since the last write (a deferred truncation)
+        # Serialises file writes (the writer's assign vs a worker's deferred persist); each
+        # write snapshots the entries inside it, so the last write is always the newest state.
+        self._write_lock = threading.Lock()
         self._check()
 
     @classmethod
@@ -85,8 +93,8 @@ class LeaderEpochCache:
             return requested_epoch, higher.start_offset
         return self._entries[i - 1].epoch, higher.start_offset
 
-    # -- changes (each persisted before returning) ---------------------------------------------
-    def assign(self, epoch: int, start_offset: int) -> bool:
+    # -- changes (each persisted before returning unless told otherwise) -----------------------
+    def assign(self, epoch: int, start_offset: int, persist: bool = True) -> bool:
         """Record that `epoch` starts at `start_offset`; True when the cache changed.
 
         As Kafka: a no-op for the latest epoch at a later offset; an entry that is not monotonic
@@ -101,29 +109,26 @@ class LeaderEpochCache:
                                  or self._entries[-1].start_offset >= start_offset):
             self._entries.pop()
         self._entries.append(EpochEntry(epoch, start_offset))
-        self._persist()
+        self._changed(persist)
         return True
 
     def assign_many(self, pairs: list[tuple[int, int]]) -> bool:
         """Several `assign`s persisted once (a replica buffer may cross epochs)."""
-        path, self._path = self._path, None
-        try:
-            changed = [self.assign(e, o) for e, o in pairs]
-        finally:
-            self._path = path
+        changed = [self.assign(e, o, persist=False) for e, o in pairs]
         if any(changed):
             self._persist()
         return any(changed)
 
-    def truncate_from_end(self, end_offset: int) -> None:
-        """Drop entries starting at or after `end_offset` (the log was truncated there)."""
+    def truncate_from_end(self, end_offset: int, persist: bool = True) -> None:
+        """Drop entries starting at or after `end_offset` (the log was truncated there).
+        `persist=False` leaves the write to `persist_if_dirty()` (see the module docstring)."""
         n = len(self._entries)
         while self._entries and self._entries[-1].start_offset >= end_offset:
             self._entries.pop()
         if len(self._entries) != n:
-            self._persist()
+            self._changed(persist)
 
-    def truncate_from_start(self, start_offset: int) -> None:
+    def truncate_from_start(self, start_offset: int, persist: bool = True) -> None:
         """Forget history before `start_offset`: entries at or before it are removed and the last
         of them is kept, moved to start at `start_offset` (Kafka truncateFromStart)."""
         i = bisect.bisect_right(self._entries, start_offset, key=lambda e: e.start_offset)
@@ -133,20 +138,35 @@ class LeaderEpochCache:
         if i == 1 and self._entries[0] == kept:
             return
         self._entries[:i] = [kept]
-        self._persist()
+        self._changed(persist)
 
-    def clear(self) -> None:
+    def clear(self, persist: bool = True) -> None:
         if self._entries:
             self._entries.clear()
-            self._persist()
+            self._changed(persist)
 
     def persist(self) -> None:
         self._persist()
 
+    def persist_if_dirty(self) -> None:
+        """Write a deferred truncation; safe in a worker thread while the writer appends."""
+        if self._dirty:
+            self._persist()
+
+    def _changed(self, persist: bool) -> None:
+        if persist:
+            self._persist()
+        else:
+            self._check()
+            self._dirty = True
+
     def _persist(self) -> None:
-        self._check()
-        if self._path is not None:
-            checkpoint.write_int_pairs(self._path, self._entries)
+        with self._write_lock:
+            self._dirty = False
+            entries = list(self._entries)   # one C-level copy: a consistent snapshot
+            assert _monotonic(entries), f"epoch cache not monotonic: {entries}"
+            if self._path is not None:
+                checkpoint.write_int_pairs(self._path, entries)
 
     def _check(self) -> None:
         assert _monotonic(self._entries), f"epoch cache not monotonic: {self._entries}"

@@ -7,8 +7,8 @@ checkpoints. Imports only the stdlib,
 raftlog.codec.batch, raftlog.errors and raftlog.storage; never asyncio, aiohttp, pysyncobj or
 anything from raftlog.meta/server/replication, and it never reads the clock: callers pass now_ms.
 
-Threads: single writer, not thread-safe, except `flush()`, which may run in a worker thread
-while the writer keeps appending. `_lock` guards only the fields flush() snapshots (segment
+Threads: single writer, not thread-safe, except `flush()` and `finish_deletes()`, which may run
+in a worker thread while the writer keeps appending. `_lock` guards only the fields flush() snapshots (segment
 list, log end, flushed offset, truncation count); flush() fsyncs dups of the segment fds
 outside it, and `_fsync_lock` serialises fsync rounds so that concurrent callers share one
 (group commit: whoever waits behind a round finds its offset already covered).
@@ -17,6 +17,18 @@ Durability: bytes are written with os.write (page cache) on append; they are dur
 `flushed_offset` passes them. Policy "fsync": the caller flushes (in a thread) before
 acknowledging; "interval": every flush_interval_ms. close() flushes inline; a roll does not
 (see _roll): the next flush covers the sealed segment and persists the recovery point.
+
+Deletion is split in two, as Kafka's async segment delete: `delete_before`, `truncate_to` and
+`truncate_fully_and_start_at` do only quick work on the writer's thread (move the offsets,
+drop the doomed segments from the list under `_lock`, ftruncate, rename the doomed files to
+`*.deleted`, which frees their names at once) and leave the slow half to `finish_deletes()`,
+which the caller runs in a worker thread: fdatasync of a truncated segment, the epoch file and
+the recovery checkpoint (log start, recovery point; its directory fsync makes the renames
+durable), then the unlinks. A crash in between leaves `*.deleted` files, which recovery
+removes, and possibly the old checkpoint: the log start is then the first surviving segment's
+base (below the requested one: older data reappears, as after an unclean Kafka shutdown, and
+retention deletes it again). Renames go outside-in (oldest first for retention, newest first
+for truncation) so that the surviving `.log` files stay contiguous.
 """
 from __future__ import annotations
 
@@ -24,7 +36,7 @@ import bisect
 import dataclasses
 import os
 import threading
-from typing import Iterator, NamedTuple
+from typing import Iterable, Iterator, NamedTuple
 
 from raftlog.codec.batch import BatchHeader
 from raftlog.storage import checkpoint, recovery
@@ -72,6 +84,14 @@ class PartitionLog:
         self._checkpointed_recovery_point = self._leo  # recovery wrote this
         self._truncations = 0
         self._closed = False
+        self._dir_unsynced = False  # a roll created a file since the last directory fsync
+        # The slow half of deletions, for finish_deletes() (guarded by _lock): whether the
+        # checkpoint and epoch file are due, dup fds of truncated segments to fdatasync, and
+        # renamed *.deleted files to unlink. _finish_lock serialises finish_deletes() calls.
+        self._finish_due = False
+        self._doomed_syncs: list[int] = []
+        self._doomed_paths: list[str] = []
+        self._finish_lock = threading.Lock()
 
     @classmethod
     def open(cls, directory: str, options: LogOptions | None = None,
@@ -232,14 +252,15 @@ class PartitionLog:
     def _roll(self, now_ms: int) -> None:
         # No fsync here: an inline fsync of up to a segment of dirty data would stall the
         # writer (the event loop) for seconds. The next flush() (group commit or the interval
-        # timer, in a worker thread) covers the sealed segment and then moves the persisted
-        # recovery point past it, as Kafka flushes rolled segments from a background task.
+        # timer, in a worker thread) covers the sealed segment and the new file's directory
+        # entry, then moves the persisted recovery point past it, as Kafka flushes rolled
+        # segments from a background task.
         self._segments[-1].seal()
         new = Segment.create(self._dir, self._leo, self._options, now_ms)
         with self._lock:
             self._segments.append(new)
             self._bases.append(new.base_offset)
-        checkpoint.fsync_dir(self._dir)
+            self._dir_unsynced = True
 
     def flush(self) -> int:
         """fsync everything appended so far; returns the new flushed offset. Thread-safe: may
@@ -255,9 +276,16 @@ class PartitionLog:
                 target, generation = self._leo, self._truncations
                 fds = [os.dup(s.fd) for s in self._segments if s.next_offset > self._flushed]
                 active_base = self._segments[-1].base_offset
+                new_files, self._dir_unsynced = self._dir_unsynced, False
             try:
                 for fd in fds:
                     os.fdatasync(fd)
+                if new_files:
+                    checkpoint.fsync_dir(self._dir)   # entries of segments created by rolls
+            except BaseException:
+                with self._lock:
+                    self._dir_unsynced = self._dir_unsynced or new_files
+                raise
             finally:
                 for fd in fds:
                     os.close(fd)
@@ -285,9 +313,11 @@ class PartitionLog:
         self._hw_checkpoint = high_watermark
 
     def close(self) -> None:
-        """Flush, seal the active segment's indexes, write checkpoints, close the files."""
+        """Finish deletions, flush, seal the active segment's indexes, write checkpoints, close
+        the files."""
         if self._closed:
             return
+        self.finish_deletes()
         self.flush()
         self._segments[-1].seal()
         self.checkpoint()
@@ -386,13 +416,18 @@ class PartitionLog:
                 seg.fd = -1
         return installed
 
-    # -- truncation and deletion --------------------------------------------------------------
+    # -- truncation and deletion (the quick half; see "Deletion" in the module docstring) ------
+    @property
+    def deletes_pending(self) -> bool:
+        """A deletion or truncation awaits `finish_deletes()`."""
+        return self._finish_due
+
     def truncate_to(self, offset: int) -> int:
         """Drop everything at or after `offset`; returns the new log end.
 
         Truncation is to batch boundaries, as Kafka: an `offset` inside a batch drops that whole
         batch, so the new log end is its base offset (<= `offset`). Below the first segment the
-        log is emptied and restarts at `offset`. Durable on return (fsync, epoch file).
+        log is emptied and restarts at `offset`. Durable once `finish_deletes()` returns.
         """
         self._check_open()
         if offset >= self._leo:
@@ -406,68 +441,95 @@ class PartitionLog:
             self._truncations += 1
             del self._segments[i + 1:]
             del self._bases[i + 1:]
-        for seg in reversed(doomed):
-            seg.delete()
+        self._retire(reversed(doomed))
         seg = self._segments[i]
         seg.truncate_to(offset)
-        os.fdatasync(seg.fd)
-        checkpoint.fsync_dir(self._dir)
         with self._lock:
             self._truncations += 1
             self._leo = seg.next_offset
             self._flushed = min(self._flushed, self._leo)
+            self._doomed_syncs.append(os.dup(seg.fd))
+            self._finish_due = True
         self._log_start = min(self._log_start, self._leo)
-        self._epochs.truncate_from_end(self._leo)
-        self.checkpoint()
+        self._epochs.truncate_from_end(self._leo, persist=False)
         return self._leo
 
     def truncate_fully_and_start_at(self, offset: int) -> None:
         """Delete every segment and restart the log empty at `offset` (log start = end =
-        `offset`): for a follower whose fetch offset fell below the leader's log start."""
+        `offset`): for a follower whose fetch offset fell below the leader's log start. Durable
+        once `finish_deletes()` returns."""
         self._check_open()
         if offset < 0:
             raise ValueError(f"offset {offset} must be >= 0")
         with self._lock:
+            # log end = flushed = offset at once: a concurrent flush() finds nothing to do
+            # while the segment list is empty
             self._truncations += 1
             doomed, self._segments, self._bases = self._segments, [], []
-        self._epochs.clear()
+            self._leo = self._flushed = offset
+        self._epochs.clear(persist=False)
         self._log_start = offset
-        with self._lock:
-            self._flushed = min(self._flushed, offset)
-        self.checkpoint()
-        for seg in reversed(doomed):
-            seg.delete()
+        self._retire(doomed)
         new = Segment.create(self._dir, offset, self._options, doomed[-1].last_append_ms)
         with self._lock:
             self._segments, self._bases = [new], [offset]
-            self._leo = self._flushed = offset
-        checkpoint.fsync_dir(self._dir)
-        self.checkpoint()
+            self._finish_due = True
 
     def delete_before(self, offset: int) -> int:
-        """Move the log start to `offset` (persisted) and delete the segments wholly below it;
-        returns how many were deleted. The active segment is rolled first when the whole log is
-        below `offset`."""
+        """Move the log start to `offset` and drop the segments wholly below it; returns how
+        many. The active segment is rolled first when the whole log is below `offset`. The log
+        start is persisted and the files unlinked by `finish_deletes()`."""
         self._check_open()
         if offset > self._leo:
             raise self._out_of_range(offset)
         if offset <= self._log_start:
             return 0
         self._log_start = offset
-        self.checkpoint()  # before the files go: recovery deletes what lies below it
-        self._epochs.truncate_from_start(offset)
+        self._epochs.truncate_from_start(offset, persist=False)
         active = self._segments[-1]
         if active.next_offset <= offset and not active.is_empty:
             self._roll(active.last_append_ms)
         dead = 0
         while dead + 1 < len(self._segments) and self._segments[dead].next_offset <= offset:
             dead += 1
-        if dead:
-            with self._lock:
-                doomed = self._segments[:dead]
-                del self._segments[:dead]
-                del self._bases[:dead]
-            for seg in doomed:
-                seg.delete()
-            checkpoint.fsync_dir(self._dir)
+        with self._lock:
+            doomed = self._segments[:dead]
+            del self._segments[:dead]
+            del self._bases[:dead]
+            self._finish_due = True
+        self._retire(doomed)
         return dead
+
+    def _retire(self, doomed: Iterable[Segment]) -> None:
+        """Rename segments already removed from the list, in the given order, for unlinking."""
+        paths = [p for seg in doomed for p in seg.rename_for_delete()]
+        with self._lock:
+            self._doomed_paths += paths
+
+    # -- the slow half of deletions -----------------------------------------------------------
+    def finish_deletes(self) -> int:
+        """Make the pending deletions and truncations durable and unlink the renamed files;
+        returns how many files were unlinked. Blocking (fsyncs): run it in a worker thread;
+        thread-safe against the writer and other callers, a no-op when nothing is pending.
+        Once it returns, every deletion issued before the call is durable."""
+        with self._finish_lock:
+            with self._lock:
+                if not self._finish_due:
+                    return 0
+                self._finish_due = False
+                fds, self._doomed_syncs = self._doomed_syncs, []
+                paths, self._doomed_paths = self._doomed_paths, []
+            try:
+                for fd in fds:
+                    os.fdatasync(fd)   # the ftruncate of a truncated segment
+            finally:
+                for fd in fds:
+                    os.close(fd)
+            self._epochs.persist_if_dirty()
+            self.checkpoint()   # log start + recovery point; fsyncs the directory (renames)
+            for path in paths:
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+            return len(paths)

@@ -3,7 +3,9 @@
 Owns the decisions of what to trust on disk, in this order:
 1. Checkpoints (`recovery-checkpoint`: recovery point + log start offset; the epoch file; the HW
    file) are trusted when they parse, because they are only ever replaced atomically.
-2. Segments wholly below the log start offset are leftovers of an interrupted delete: removed.
+2. Segments wholly below the log start offset, and `*.deleted` files (renamed by a deletion or
+   truncation whose worker had not unlinked them yet, see log.py "Deletion"), are leftovers of an
+   interrupted delete: removed.
 3. Segments entirely below the recovery point (every byte was fsynced before the checkpoint
    was written) are trusted without CRC checks, as Kafka does; the last segment only when it
    ends exactly at the recovery point (a clean close). Their index files are trusted only if
@@ -36,8 +38,8 @@ from raftlog.codec.batch import BatchHeader
 from raftlog.storage import checkpoint, cleaner
 from raftlog.storage.epochs import LeaderEpochCache
 from raftlog.storage.options import LogOptions
-from raftlog.storage.segment import (INDEX_SUFFIX, LOG_SUFFIX, TIMEINDEX_SUFFIX, Segment,
-                                     file_stem)
+from raftlog.storage.segment import (DELETED_SUFFIX, INDEX_SUFFIX, LOG_SUFFIX,
+                                     TIMEINDEX_SUFFIX, Segment, file_stem)
 
 log = logging.getLogger(__name__)
 
@@ -164,11 +166,12 @@ def _trusted_end(bases: list[int], i: int, recovery_point: int | None) -> int | 
 
 
 def _tidy_directory(directory: str) -> list[int]:
-    """Base offsets of the segment logs present, after removing tmp files and orphan indexes."""
+    """Base offsets of the segment logs present, after removing tmp files, files renamed for
+    deletion and orphan indexes."""
     logs: set[int] = set()
     others: list[tuple[int, str]] = []
     for name in os.listdir(directory):
-        if name.endswith(checkpoint.TMP_SUFFIX):
+        if name.endswith(checkpoint.TMP_SUFFIX) or name.endswith(DELETED_SUFFIX):
             os.unlink(os.path.join(directory, name))
             continue
         m = _SEGMENT_FILE.match(name)

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 NO_TIMESTAMP = -1  # what SegmentInfo reports for a segment without batches (Kafka's NO_TIMESTAMP)
 _NONE_YET = -(1 << 63)  # internal "no batch seen" maximum; below every real timestamp
 LOG_SUFFIX, INDEX_SUFFIX, TIMEINDEX_SUFFIX = ".log", ".index", ".timeindex"
+DELETED_SUFFIX = ".deleted"  # a segment file renamed for deletion (Kafka's async delete)
 
 
 def file_stem(base_offset: int) -> str:
@@ -116,6 +117,22 @@ class Segment:
         finally:
             os.close(self.fd)
             self.fd = -1
+
+    def rename_for_delete(self) -> list[str]:
+        """Close the segment and rename its files to `*.deleted`: quick metadata work that frees
+        the names at once; returns the new paths for a worker thread to unlink. Unwritten index
+        entries are dropped (nobody reads this segment again)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        out = []
+        for path in (self.log_path, self.index.path, self.time_index.path):
+            try:
+                os.rename(path, path + DELETED_SUFFIX)
+            except FileNotFoundError:
+                continue
+            out.append(path + DELETED_SUFFIX)
+        return out
 
     def delete(self) -> None:
         self.close()

@@ -312,6 +312,61 @@ def test_delete_before_moves_start_and_deletes_whole_segments(tmp_path) -> None:
     assert log.log_start_offset == cut and log.epoch_entries == ((1, cut), (2, 90))
 
 
+def names(path, suffix: str) -> set[str]:
+    return {n for n in os.listdir(path) if n.endswith(suffix)}
+
+
+def test_deletion_renames_at_once_and_finish_unlinks(tmp_path) -> None:
+    """delete_before / truncate_to do only the quick half (the doomed files are renamed away at
+    once); finish_deletes() (a worker thread in the broker) persists and unlinks them."""
+    log = open_log(tmp_path)
+    fill(log, 60, epoch=1)
+    segs = log.segments()
+    assert len(segs) >= 6
+    doomed_low = {f"{s.base_offset:020d}.log" for s in segs[:2]}
+    doomed_high = {f"{s.base_offset:020d}.log" for s in segs[-2:]}
+    cut, end = segs[2].base_offset + 1, segs[-3].base_offset + 1
+    assert log.delete_before(cut) == 2
+    assert log.truncate_to(end) == segs[-3].base_offset
+    assert log.deletes_pending
+    logs = names(tmp_path, ".log")
+    assert not logs & (doomed_low | doomed_high)
+    assert {n[: -len(".deleted")] for n in names(tmp_path, ".log.deleted")} == \
+        doomed_low | doomed_high
+    # not persisted yet: the checkpoint still has the old log start
+    assert checkpoint.read_values(str(tmp_path / checkpoint.RECOVERY_FILE))[
+        "log_start_offset"] == 0
+    assert log.finish_deletes() == 3 * 4    # .log, .index, .timeindex of 4 segments
+    assert not log.deletes_pending and names(tmp_path, ".deleted") == set()
+    assert names(tmp_path, ".log") == logs
+    assert checkpoint.read_values(str(tmp_path / checkpoint.RECOVERY_FILE))[
+        "log_start_offset"] == cut
+    assert log.finish_deletes() == 0        # nothing pending: a no-op
+    state = (log.log_start_offset, log.log_end_offset, log.epoch_entries)
+    log.close()
+    log = open_log(tmp_path)
+    assert (log.log_start_offset, log.log_end_offset, log.epoch_entries) == state
+
+
+def test_finish_deletes_in_a_thread_while_the_writer_appends(tmp_path) -> None:
+    log = open_log(tmp_path)
+    fill(log, 30, epoch=1)
+    cut = log.segments()[3].base_offset
+    log.delete_before(cut)
+    t = threading.Thread(target=log.finish_deletes)
+    t.start()
+    more = fill(log, 10, epoch=2)
+    t.join()
+    log.flush()
+    assert names(tmp_path, ".deleted") == set()
+    end = log.log_end_offset
+    assert bytes(log.read(end - 3, 1 << 20)) == more[-1]
+    log.close()
+    log = open_log(tmp_path)
+    assert (log.log_start_offset, log.log_end_offset) == (cut, end)
+    assert log.epoch_entries[-1] == (2, end - 30)
+
+
 def test_delete_everything_rolls_first(tmp_path) -> None:
     log = open_log(tmp_path)
     fill(log, 5)

@@ -86,11 +86,13 @@ class LogMachine(RuleBasedStateMachine):
     def truncate_to(self, data: st.DataObject) -> None:
         offset = data.draw(st.integers(self.model.log_start, self.model.log_end + 2))
         assert self.log.truncate_to(offset) == self.model.truncate_to(offset)
+        self.log.finish_deletes()   # what every caller does next (in a worker thread)
 
     @rule(extra=st.integers(0, 5))
     def truncate_fully(self, extra: int) -> None:
         offset = self.model.log_end + extra
         self.log.truncate_fully_and_start_at(offset)
+        self.log.finish_deletes()
         self.model.batches.clear()
         self.model.log_start = self.model.log_end = offset
         self.model.epochs.clear()
@@ -99,6 +101,7 @@ class LogMachine(RuleBasedStateMachine):
     def delete_before(self, data: st.DataObject) -> None:
         offset = data.draw(st.integers(self.model.log_start, self.model.log_end))
         self.log.delete_before(offset)
+        self.log.finish_deletes()
         self.model.delete_before(offset)
 
     @rule(dt=st.integers(0, 100))

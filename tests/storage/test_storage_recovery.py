@@ -253,6 +253,71 @@ def test_interrupted_delete_before_finishes_on_open(tmp_path) -> None:
     assert rec.log_start_offset == bases[2] + 1
 
 
+def read_from(log: PartitionLog, offset: int) -> bytes:
+    out, end = b"", log.log_end_offset
+    while offset < end:
+        got = bytes(log.read(offset, 1 << 20))
+        out += got
+        for _pos, h in B.iter_batches(got):
+            offset = h.next_offset
+    return out
+
+
+def test_crash_between_rename_and_unlink_of_retention(tmp_path) -> None:
+    """delete_before renamed the doomed files; the process died before finish_deletes: the
+    image has `*.deleted` files and the old checkpoint. Reopening removes them and serves the
+    same data from the first surviving segment (the log start falls back to its base)."""
+    log, batches = write_batches(tmp_path / "live")
+    log.flush()
+    segs = log.segments()
+    cut = segs[2].base_offset + 1
+    assert log.delete_before(cut) == 2
+    image = crash_image(log, tmp_path / "crash")
+    assert any(n.endswith(".deleted") for n in os.listdir(image))
+    expected = read_from(log, cut)
+    log.close()
+    rec = PartitionLog.open(image, OPTS, 0)
+    assert not any(n.endswith(".deleted") for n in os.listdir(image))
+    assert [s.base_offset for s in rec.segments()] == [s.base_offset for s in segs[2:]]
+    assert rec.log_start_offset == segs[2].base_offset
+    assert rec.log_end_offset == segs[-1].next_offset
+    assert read_from(rec, cut) == expected
+    assert [b for b in batches if B.peek(b).base_offset >= segs[2].base_offset][0] == \
+        bytes(rec.read(segs[2].base_offset, 1))  # the older data of that segment is back too
+    rec.delete_before(cut)                   # retention simply deletes again
+    rec.finish_deletes()
+    rec.close()
+    assert PartitionLog.open(image, OPTS, 0).log_start_offset == cut
+
+
+def test_crash_between_rename_and_unlink_of_truncation(tmp_path) -> None:
+    log, batches = write_batches(tmp_path / "live")
+    log.flush()
+    segs = log.segments()
+    target = segs[-3].base_offset + 1          # inside the third-last segment: two go
+    end = log.truncate_to(target)
+    image = crash_image(log, tmp_path / "crash")
+    assert sum(n.endswith(".log.deleted") for n in os.listdir(image)) == 2
+    log.close()
+    rec = PartitionLog.open(image, OPTS, 0)
+    assert not any(n.endswith(".deleted") for n in os.listdir(image))
+    kept = [b for b in batches if B.peek(b).next_offset <= end]
+    assert_serves_exactly(rec, kept)
+    assert rec.latest_epoch == B.peek(kept[-1]).leader_epoch
+
+
+def test_crash_between_rename_and_unlink_of_full_truncation(tmp_path) -> None:
+    log, batches = write_batches(tmp_path / "live")
+    start = log.log_end_offset + 7
+    log.truncate_fully_and_start_at(start)
+    image = crash_image(log, tmp_path / "crash")
+    log.close()
+    rec = PartitionLog.open(image, OPTS, 0)
+    assert not any(n.endswith(".deleted") for n in os.listdir(image))
+    assert (rec.log_start_offset, rec.log_end_offset) == (start, start)
+    assert [s.base_offset for s in rec.segments()] == [start]
+
+
 def test_recovery_after_crash_then_clean_reopen_is_trusted(tmp_path, crashed) -> None:
     image, batches = copy_of(crashed, tmp_path / "crash")
     first = PartitionLog.open(image, OPTS, 0)
