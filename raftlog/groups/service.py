@@ -35,6 +35,9 @@ TICK_MS = 50
 TOPIC_WAIT_S = 15.0
 COMMIT_TIMEOUT_S = 15.0
 READ_CHUNK_BYTES = 1 << 20
+# Offset records per append at most: a queue of big commits is cut into several batches,
+# each well under the offsets topic's max.message.bytes (~100 bytes a record).
+COMMIT_BATCH_MAX_RECORDS = 2000
 INDEX_CACHE_MAX = 100_000        # group -> offsets partition entries kept (bounded memory)
 
 
@@ -61,8 +64,11 @@ class GroupService:
         self._topic_lock = asyncio.Lock()
         self._spawn: Callable[..., asyncio.Task[Any]] | None = None
         # offsets partition -> (records waiting for the next append, future of that append)
+        # offsets partition -> commits waiting for the next append, and the partitions whose
+        # append is waiting for the high watermark (one at a time, see _append)
         self._pending: dict[tuple[str, int],
-                            tuple[list[Any], list[asyncio.Future[None]]]] = {}
+                            list[tuple[list[Any], asyncio.Future[None]]]] = {}
+        self._in_flight: set[tuple[str, int]] = set()
         self._index_cache: dict[str, tuple[int, int]] = {}
         self._topic_ready_view: MetadataView | None = None
         self.retention = Retention(self.cfg.offsets_retention_ms)
@@ -350,23 +356,37 @@ class GroupService:
     async def _append(self, p: Partition, records: list[tuple[Any, Any, Any, int]]) -> None:
         """Append offset records and return once they are committed (like acks=all).
 
-        Commits arriving in the same loop turn for one offsets partition share one batch and
-        one replication round: each commit is small, and the batch is the unit that costs.
+        One append per offsets partition is in flight at a time: commits arriving while it waits
+        for the high watermark queue up and go out together as the next batch when it is
+        acknowledged. So N concurrent committers cost about one append and one replication
+        round per round trip instead of one each; a lone committer still appends at once.
         """
-        loop = asyncio.get_running_loop()
-        pending = self._pending.get(p.key)
-        if pending is None:
-            pending = self._pending[p.key] = ([], [])
-            loop.call_soon(self._flush_commits, p)
-        pending[0].extend(records)
-        # One future per waiter (not one shared future behind shield + wait_for, which cost a
-        # task and a timer per commit): a waiter whose request is cancelled cancels only its own.
-        fut: asyncio.Future[None] = loop.create_future()
-        pending[1].append(fut)
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.setdefault(p.key, []).append((records, fut))
+        if p.key not in self._in_flight:
+            self._in_flight.add(p.key)
+            asyncio.get_running_loop().call_soon(self._flush_commits, p)
+        # One future per waiter: a waiter whose request is cancelled cancels only its own.
         await fut
 
     def _flush_commits(self, p: Partition) -> None:
-        records, waiters = self._pending.pop(p.key)
+        """Append the queued commits of `p` (up to COMMIT_BATCH_MAX_RECORDS) as one batch."""
+        queue = self._pending.get(p.key)
+        if not queue:
+            self._pending.pop(p.key, None)
+            self._in_flight.discard(p.key)
+            return
+        records: list[tuple[Any, Any, Any, int]] = []
+        waiters: list[asyncio.Future[None]] = []
+        while queue and (not records
+                         or len(records) + len(queue[0][0]) <= COMMIT_BATCH_MAX_RECORDS):
+            recs, fut = queue.pop(0)
+            if not fut.done():           # its request was cancelled: nothing to write
+                records += recs
+                waiters.append(fut)
+        if not records:
+            self._flush_commits(p)
+            return
         now = self.wall_clock()
 
         def finish(exc: BaseException | None) -> None:
@@ -376,6 +396,8 @@ class GroupService:
                         f.set_result(None)
                     else:
                         f.set_exception(exc)
+            # the next batch (commits queued meanwhile) goes out now
+            asyncio.get_running_loop().call_soon(self._flush_commits, p)
         try:
             res = p.append_leader(bytearray(batch_codec.encode(records)), -1, now)
         except RaftlogError as exc:
