@@ -58,8 +58,8 @@ def build_log(d: str, mb: int, seed: int = 1) -> tuple[int, int]:
 
 def run_clean(d: str) -> tuple[float, cleaner.CleanStats]:
     log = PartitionLog.open(d, OPTS, now_ms=0)
-    plan = cleaner.plan_clean(log.segments(), log.log_start_offset, log.log_end_offset, 0,
-                              10**12, CFG)
+    plan = cleaner.plan_clean(log.segments(), log.log_start_offset, log.log_end_offset,
+                              cleaner.CleanerState(0, None), 10**12, CFG)
     assert plan is not None
     t0 = time.perf_counter()
     segs, stats = cleaner.clean(d, plan, 10**12, CFG, log.options)
@@ -93,7 +93,8 @@ async def produce_compare(d: str, seconds: float, tmp: str) -> tuple[float, floa
     base = b0 / t0 / 1e6
     plog = PartitionLog.open(os.path.join(tmp, "produce-b"), OPTS, now_ms=0)
     log = PartitionLog.open(d, OPTS, now_ms=0)
-    plan = cleaner.plan_clean(log.segments(), 0, log.log_end_offset, 0, 10**12, CFG)
+    plan = cleaner.plan_clean(log.segments(), 0, log.log_end_offset,
+                              cleaner.CleanerState(0, None), 10**12, CFG)
     assert plan is not None
     clean_task = asyncio.ensure_future(asyncio.to_thread(
         cleaner.clean, d, plan, 10**12, CFG, log.options, pace=Pacer(BUSY_SHARE)))

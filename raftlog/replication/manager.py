@@ -436,9 +436,8 @@ class ReplicaManager:
                                    float(cfg["min.cleanable.dirty.ratio"]),
                                    cfg["min.compaction.lag.ms"])
         d = p.log.directory
-        first_dirty = await asyncio.to_thread(cleaner.read_first_dirty, d)
-        plan = cleaner.plan_clean(p.log.segments(), p.log_start_offset, p.hw, first_dirty, now,
-                                  ccfg)
+        state = await asyncio.to_thread(cleaner.read_state, d)
+        plan = cleaner.plan_clean(p.log.segments(), p.log_start_offset, p.hw, state, now, ccfg)
         if plan is None:
             return False
         self._cleaning.add(p.key)

@@ -18,7 +18,10 @@ What survives (Kafka's rules, kafka-reference §5):
   kept as they are; the active segment and anything at or above the HW are never touched;
 - segments younger than min.compaction.lag.ms (judged by their newest timestamp) are not
   cleaned; a log is cleaned only when its dirty share (bytes above the last cleaned offset,
-  checkpointed in `cleaner-offset-checkpoint`) reaches min.cleanable.dirty.ratio.
+  checkpointed in `cleaner-offset-checkpoint`) reaches min.cleanable.dirty.ratio, or when a
+  tombstone that the last pass kept has expired since: that pass records the oldest kept
+  tombstone's batch timestamp in the same checkpoint, so expired tombstones go even on a quiet
+  log that never gets dirty enough again.
 
 Batches stay the unit: each batch is copied verbatim when all its records survive, otherwise
 re-encoded with the same base offset, epoch, attributes, timestamps, producer id/epoch, base
@@ -81,6 +84,12 @@ class CleanConfig(NamedTuple):
     min_compaction_lag_ms: int
 
 
+class CleanerState(NamedTuple):
+    """What the last pass left in `cleaner-offset-checkpoint`."""
+    first_dirty_offset: int              # the cleaned range ended here
+    oldest_tombstone_ms: int | None      # batch max timestamp of the oldest tombstone kept
+
+
 class CleanPlan(NamedTuple):
     segments: tuple[SegmentInfo, ...]  # sealed segments to rewrite, in offset order
     end_offset: int                    # the offset map covers [log start, end_offset)
@@ -92,12 +101,21 @@ class CleanStats(NamedTuple):
     written_bytes: int
     records_read: int
     records_kept: int
+    oldest_tombstone_ms: int | None   # see CleanerState
+
+
+class Rewritten(NamedTuple):
+    data: bytes                # the cleaned batch (the input itself when everything survives)
+    records_in: int
+    records_kept: int
+    kept_tombstone: bool       # a keyed null value survived (not expired yet)
 
 
 # -- decisions (pure) ---------------------------------------------------------------------------
 def plan_clean(segments: Sequence[SegmentInfo], log_start: int, high_watermark: int,
-               first_dirty: int, now_ms: int, cfg: CleanConfig) -> CleanPlan | None:
-    """Which sealed segments to clean now, or None (nothing cleanable or not dirty enough)."""
+               state: CleanerState, now_ms: int, cfg: CleanConfig) -> CleanPlan | None:
+    """Which sealed segments to clean now, or None (nothing cleanable, or not dirty enough and
+    no kept tombstone expired)."""
     cands: list[SegmentInfo] = []
     for s in segments:
         if s.is_active or s.next_offset > high_watermark:
@@ -111,18 +129,25 @@ def plan_clean(segments: Sequence[SegmentInfo], log_start: int, high_watermark: 
     if not cands:
         return None
     total = sum(s.size_bytes for s in cands)
-    dirty = sum(s.size_bytes for s in cands if s.next_offset > first_dirty)
-    if dirty == 0:
-        return None
+    dirty = sum(s.size_bytes for s in cands if s.next_offset > state.first_dirty_offset)
     ratio = dirty / total
-    if ratio < cfg.min_cleanable_dirty_ratio:
+    tombstone_expired = state.oldest_tombstone_ms is not None and \
+        state.oldest_tombstone_ms < now_ms - cfg.delete_retention_ms
+    if not tombstone_expired and (dirty == 0 or ratio < cfg.min_cleanable_dirty_ratio):
         return None
     return CleanPlan(tuple(cands), cands[-1].next_offset, ratio)
 
 
-def read_first_dirty(directory: str) -> int:
+def read_state(directory: str) -> CleanerState:
     values = checkpoint.read_values(os.path.join(directory, OFFSET_CHECKPOINT)) or {}
-    return values.get("first_dirty_offset", 0)
+    return CleanerState(values.get("first_dirty_offset", 0), values.get("oldest_tombstone_ms"))
+
+
+def _write_state(directory: str, state: CleanerState) -> None:
+    values = {"first_dirty_offset": state.first_dirty_offset}
+    if state.oldest_tombstone_ms is not None:
+        values["oldest_tombstone_ms"] = state.oldest_tombstone_ms
+    checkpoint.write_values(os.path.join(directory, OFFSET_CHECKPOINT), values)
 
 
 # -- reading and rewriting batches --------------------------------------------------------------
@@ -180,19 +205,22 @@ def build_offset_map(paths: Sequence[str], pace: Callable[[], None] = lambda: No
 
 
 def rewrite_batch(h: BatchHeader, data: bytes, latest: dict[bytes | None, int],
-                  tombstone_horizon_ms: int) -> tuple[bytes, int, int]:
-    """The cleaned batch (the input itself when every record survives); plus records in and
-    kept. Tombstones go when the batch's max timestamp is below `tombstone_horizon_ms`."""
+                  tombstone_horizon_ms: int) -> Rewritten:
+    """The cleaned batch. Tombstones go when the batch's max timestamp is below
+    `tombstone_horizon_ms`."""
     if h.is_control or h.record_count == 0:
-        return data, 0, 0
+        return Rewritten(data, 0, 0, False)
     body = _body(h, data)
     offs = _offsets(h, body)
     drop_tombstones = h.max_timestamp < tombstone_horizon_ms
     keep = [i for i, (r, off) in enumerate(zip(body, offs))
             if r[1] is None or (latest.get(r[1]) == off
                                 and not (drop_tombstones and r[2] is None))]
+    # only an unexpired batch can keep a tombstone: skip the scan for expired ones
+    tomb = not drop_tombstones and any(body[i][2] is None and body[i][1] is not None
+                                       for i in keep)
     if len(keep) == len(body):
-        return data, len(body), len(body)
+        return Rewritten(data, len(body), len(body), tomb)
     base = h.base_offset
     out = [(body[i][0], body[i][1], body[i][2], body[i][3], offs[i] - base) for i in keep]
     payload = msgpack.packb(out, use_bin_type=True)
@@ -205,7 +233,7 @@ def rewrite_batch(h: BatchHeader, data: bytes, latest: dict[bytes | None, int],
                      len(keep))
     buf[HEADER_SIZE:] = payload
     struct.pack_into(">I", buf, 17, crc32c(memoryview(buf)[CRC_START:]))
-    return bytes(buf), len(body), len(keep)
+    return Rewritten(bytes(buf), len(body), len(keep), tomb)
 
 
 # -- the whole clean ----------------------------------------------------------------------------
@@ -229,6 +257,7 @@ def clean(directory: str, plan: CleanPlan, now_ms: int, cfg: CleanConfig, option
     step("mapped")
     horizon = now_ms - cfg.delete_retention_ms
     written = kept = read = 0
+    oldest_tombstone: int | None = None
     bases = [s.base_offset for s in plan.segments]
     try:
         for base, path in zip(bases, log_paths):
@@ -238,9 +267,12 @@ def clean(directory: str, plan: CleanPlan, now_ms: int, cfg: CleanConfig, option
                 with os.fdopen(os.dup(fd), "wb", buffering=READ_BUFFER_BYTES) as out:
                     for h, data in iter_file_batches(path):
                         read += len(data)
-                        new, _n, k = rewrite_batch(h, data, latest, horizon)
+                        new, _n, k, tomb = rewrite_batch(h, data, latest, horizon)
                         pace()
                         kept += k
+                        if tomb and (oldest_tombstone is None
+                                     or h.max_timestamp < oldest_tombstone):
+                            oldest_tombstone = h.max_timestamp
                         out.write(new)
                         written += len(new)
                 os.fsync(fd)
@@ -254,11 +286,10 @@ def clean(directory: str, plan: CleanPlan, now_ms: int, cfg: CleanConfig, option
         raise
     step("written")
     _swap(directory, bases, step)
-    checkpoint.write_values(os.path.join(directory, OFFSET_CHECKPOINT),
-                            {"first_dirty_offset": plan.end_offset})
+    _write_state(directory, CleanerState(plan.end_offset, oldest_tombstone))
     step("checkpointed")
     segs = [_open_rebuilt(directory, b, options, now_ms) for b in bases]
-    return segs, CleanStats(read, written, records_in, kept)
+    return segs, CleanStats(read, written, records_in, kept, oldest_tombstone)
 
 
 def _swap(directory: str, bases: list[int], step: Step) -> None:

@@ -1,6 +1,7 @@
 """Retention and compaction on a real 3-node cluster: size and time retention (the quiet-topic
 segment.ms roll included) move the log start on every replica, consumers below it get
-OFFSET_OUT_OF_RANGE, and `topic alter` takes effect without a restart."""
+OFFSET_OUT_OF_RANGE, `topic alter` takes effect without a restart, and an expired tombstone
+leaves a quiet compacted log."""
 import os
 
 import pytest
@@ -148,3 +149,25 @@ def test_cleanup_policy_flip_to_compact_without_restart(rc):
     c.call(1, "PATCH", "/v1/topics/flip", {"config": {"cleanup.policy": "compact",
                                                        "min.cleanable.dirty.ratio": 0.01}})
     wait_until(lambda: _compacted_everywhere(c, "flip", 120), 20, what="compacted after flip")
+
+
+def test_expired_tombstone_leaves_a_quiet_compacted_log(rc):
+    """The first pass keeps the fresh tombstone; with no more writes the log never gets dirty
+    enough again (ratio 0.99), yet after delete.retention.ms the cleaner passes again and the
+    tombstone goes on every replica."""
+    c, dc = rc
+    make_topic(c, "tomb", cleanup_policy="compact", segment_ms=300,
+               min_cleanable_dirty_ratio=0.99, delete_retention_ms=4000)
+    for i in range(6):
+        assert "error" not in dc.produce("tomb", 0, [(b"k%d" % (i % 2), b"v%d" % i)])
+    assert "error" not in dc.produce("tomb", 0, [(b"k0", None)])
+
+    def state(n):
+        recs = replica_records(c, n, "tomb")
+        return None if recs is None else sorted(recs.values(), key=lambda kv: kv[0])
+
+    first = [(b"k0", None), (b"k1", b"v5")]
+    wait_until(lambda: all(state(n) == first for n in (1, 2, 3)), 15,
+               what="first pass: superseded values gone, the tombstone kept")
+    wait_until(lambda: all(state(n) == [(b"k1", b"v5")] for n in (1, 2, 3)), 20,
+               what="the expired tombstone removed without new writes")

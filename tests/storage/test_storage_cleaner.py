@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from raftlog.codec import batch as B
 from raftlog.replication.producer_state import ProducerStateTable
 from raftlog.storage import LogOptions, PartitionLog
-from raftlog.storage.cleaner import (CLEANED_SUFFIX, SWAP_MARKER, CleanConfig, clean,
-                                     plan_clean, read_first_dirty)
+from raftlog.storage.cleaner import (CLEANED_SUFFIX, SWAP_MARKER, CleanConfig, CleanerState,
+                                     clean, plan_clean, read_state)
 from raftlog.storage.segment import SegmentInfo
 
 OPTS = LogOptions(segment_bytes=600, index_interval_bytes=128)
@@ -64,7 +64,7 @@ def expected(batches, now, cfg=CFG):
 def run_clean(log, now, cfg=CFG, step=None):
     segs = log.segments()
     plan = plan_clean(segs, log.log_start_offset, log.log_end_offset,
-                      read_first_dirty(log.directory), now, cfg)
+                      read_state(log.directory), now, cfg)
     if plan is None:
         return None
     kw = {} if step is None else {"step": step}
@@ -104,16 +104,48 @@ def test_compaction_keeps_latest_per_key_at_original_offsets(tmp_path_factory, b
 def test_decisions_active_hw_lag_ratio():
     def s(base, nxt, size=100, ts=0, active=False):
         return SegmentInfo(base, nxt, size, ts, 0, 0, active)
+
+    def at(first_dirty):
+        return CleanerState(first_dirty, None)
     segs = [s(0, 10), s(10, 20), s(20, 30, ts=900), s(30, 40, active=True)]
-    p = plan_clean(segs, 0, 40, 0, 1000, CFG)
+    p = plan_clean(segs, 0, 40, at(0), 1000, CFG)
     assert [x.base_offset for x in p.segments] == [0, 10, 20] and p.end_offset == 30
-    assert plan_clean(segs, 0, 15, 0, 1000, CFG).end_offset == 10           # below the HW
+    assert plan_clean(segs, 0, 15, at(0), 1000, CFG).end_offset == 10           # below the HW
     lag = CFG._replace(min_compaction_lag_ms=500)
-    assert plan_clean(segs, 0, 40, 0, 1000, lag).end_offset == 20           # too young
+    assert plan_clean(segs, 0, 40, at(0), 1000, lag).end_offset == 20           # too young
     ratio = CFG._replace(min_cleanable_dirty_ratio=0.5)
-    assert plan_clean(segs, 0, 40, 20, 1000, ratio) is None                 # 1/3 dirty
-    assert plan_clean(segs, 0, 40, 10, 1000, ratio).dirty_ratio == pytest.approx(2 / 3)
-    assert plan_clean(segs, 0, 40, 30, 1000, CFG) is None                   # all clean
+    assert plan_clean(segs, 0, 40, at(20), 1000, ratio) is None                 # 1/3 dirty
+    assert plan_clean(segs, 0, 40, at(10), 1000, ratio).dirty_ratio == pytest.approx(2 / 3)
+    assert plan_clean(segs, 0, 40, at(30), 1000, CFG) is None                   # all clean
+
+
+def test_expired_tombstone_goes_from_a_quiet_log_below_the_dirty_ratio(tmp_path):
+    """The first pass keeps a fresh tombstone and records its timestamp; with no new writes the
+    log never gets dirty again, yet once delete.retention.ms has passed it is cleaned again and
+    the tombstone goes."""
+    d = str(tmp_path)
+    cfg = CFG._replace(min_cleanable_dirty_ratio=0.5)       # delete.retention.ms = 1000
+    batches = [(100, [(b"a", b"1"), (b"b", b"2")]), (1000, [(b"a", None)]),
+               (1200, [(b"c", b"3")])]
+    log = write_log(d, batches)
+    assert run_clean(log, 1500, cfg) is not None           # dirty: cleaned, tombstone kept
+    assert read_all(log) == [(1, b"b", b"2"), (2, b"a", None), (3, b"c", b"3")]
+    assert read_state(d) == CleanerState(4, 1000)
+    assert run_clean(log, 2000, cfg) is None               # not dirty, tombstone not expired
+    stats = run_clean(log, 2001, cfg)                      # 1000 < 2001 - 1000: expired
+    assert stats is not None and stats.oldest_tombstone_ms is None
+    assert read_all(log) == [(1, b"b", b"2"), (3, b"c", b"3")]
+    assert read_state(d) == CleanerState(4, None)
+    assert run_clean(log, 10**6, cfg) is None              # nothing left to trigger a pass
+    log.close()
+
+
+def test_decision_expired_tombstone_overrides_the_dirty_ratio():
+    segs = [SegmentInfo(0, 10, 100, 0, 0, 0, False), SegmentInfo(10, 20, 100, 0, 0, 0, True)]
+    ratio = CFG._replace(min_cleanable_dirty_ratio=0.5)    # delete.retention.ms = 1000
+    assert plan_clean(segs, 0, 20, CleanerState(10, 500), 1500, ratio) is None
+    p = plan_clean(segs, 0, 20, CleanerState(10, 499), 1500, ratio)
+    assert p is not None and p.end_offset == 10 and p.dirty_ratio == 0
 
 
 def test_active_segment_untouched_and_dirty_ratio_checkpoint(tmp_path):
@@ -124,7 +156,7 @@ def test_active_segment_untouched_and_dirty_ratio_checkpoint(tmp_path):
                0, 0)
     assert run_clean(log, 100) is not None
     assert read_all(log) == [(39, b"k", b"v39"), (40, b"k", b"active"), (41, b"k", b"active2")]
-    assert read_first_dirty(d) == 40
+    assert read_state(d) == CleanerState(40, None)
     assert run_clean(log, 100) is None       # nothing dirty any more
     log.close()
 
@@ -187,8 +219,9 @@ def test_clients_read_compacted_batches_at_original_offsets():
                      (b"c", None, None, 6)], base_offset=10, producer_id=3, producer_epoch=0,
                     base_sequence=0)
     h = B.peek(data)
-    new, n, kept = rewrite_batch(h, data, {b"a": 12, b"b": 11, b"c": 13}, tombstone_horizon_ms=0)
-    assert (n, kept) == (4, 3)
+    new, n, kept, tomb = rewrite_batch(h, data, {b"a": 12, b"b": 11, b"c": 13},
+                                       tombstone_horizon_ms=0)
+    assert (n, kept, tomb) == (4, 3, True)
     nh = B.peek(new)
     assert (nh.base_offset, nh.last_offset_delta, nh.record_count, nh.base_sequence) == \
         (10, 3, 3, 0)
