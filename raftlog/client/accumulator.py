@@ -41,7 +41,7 @@ class ProducerBatch:
     __slots__ = ("topic", "partition", "records", "size", "created_s", "deadline_s", "closed",
                  "future", "serial", "attempts", "retry_at_s", "last_error", "base_sequence",
                  "producer_id", "producer_epoch", "encoded", "first_ts", "max_ts", "uniform_ts",
-                 "in_flight", "payload")
+                 "last_ts", "in_flight", "payload")
 
     def __init__(self, topic: str, partition: int, serial: int, now_s: float,
                  deadline_s: float, future: asyncio.Future[tuple[int, int]]) -> None:
@@ -66,6 +66,9 @@ class ProducerBatch:
         # True while every record shares first_ts: then metadata needs no per-record timestamps
         # after delivery and the records can be dropped.
         self.uniform_ts = True
+        # Timestamp of the last record appended: a record with the same one can be appended
+        # without touching first_ts/max_ts/uniform_ts (the producer's send() fast path).
+        self.last_ts = -1
         self.in_flight = False
         # Pre-packed msgpack records body (send_batch fast path); None = pack at drain.
         self.payload: bytes | None = None
@@ -236,7 +239,7 @@ class Accumulator:
                         return self.append((tp[0], moved), key, value, headers, timestamp_ms,
                                            size)
             b = self._new_batch(tp[0], tp[1])
-            b.first_ts = b.max_ts = timestamp_ms
+            b.first_ts = b.max_ts = b.last_ts = timestamp_ms
             delta = 0
         else:
             delta = timestamp_ms - b.first_ts
@@ -244,6 +247,7 @@ class Accumulator:
                 b.uniform_ts = False
                 if timestamp_ms > b.max_ts:
                     b.max_ts = timestamp_ms
+            b.last_ts = timestamp_ms
         recs = b.records
         recs.append((delta, key, value, headers))
         b.size += size

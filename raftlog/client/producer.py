@@ -29,7 +29,7 @@ import time
 from typing import Any, Callable, Iterable, Sequence
 
 from raftlog.client.accumulator import (RECORD_OVERHEAD_BYTES, Accumulator, PendingRecordFuture,
-                                       RecordFuture)
+                                       ProducerBatch, RecordFuture)
 from raftlog.client.client import Client
 from raftlog.client.errors import BufferFullError, IllegalStateError
 from raftlog.client.partitioner import DefaultPartitioner
@@ -43,6 +43,8 @@ _now = time.time
 _new_handle = tuple.__new__
 _FIELD0, _FIELD1, _FIELD2 = itemgetter(0), itemgetter(1), itemgetter(2)
 _BYTES_OR_NONE = {bytes, type(None)}
+# "No clock reading this loop turn": below any int64 timestamp, so never a batch's last_ts.
+_NO_MS = -(1 << 63) - 1
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -137,6 +139,18 @@ class Producer:
         self._acc: Accumulator | None = None
         self._sender: Sender | None = None
         self._sender_task: asyncio.Task[None] | None = None
+        # topic -> the open batch of its sticky partition, last used by a null-key record: what
+        # send()'s fast path appends to while that batch is open, has room, and the clock
+        # reading is its last record's. Filled by send() only when the record did not wait in
+        # line and there are no serializers; emptied when a record must wait or sends stop, so
+        # the fast path never overtakes the wait line or runs after stop(). A topic deleted
+        # while its batch is open gets that batch's fate (UNKNOWN_TOPIC_OR_PARTITION retries)
+        # until the batch leaves, instead of waiting in line.
+        self._fast: dict[str, ProducerBatch] = {}
+        # Stays below both batch_size (a full batch closes on the slow path) and
+        # max_request_size (no single record can be too large).
+        self._fast_limit = min(batch_size, max_request_size)
+        self._ms = _NO_MS  # the wall clock (ms) read in this loop turn (see _tick_ms)
         self._line: deque[_Waiting] = deque()
         self._line_task: asyncio.Task[None] | None = None
         self._room = asyncio.Event()
@@ -175,7 +189,7 @@ class Producer:
         `timeout_ms`), then close everything; records still pending fail with IllegalStateError."""
         if self._closed:
             return
-        self._closed = True
+        self._refuse_sends()
         if self._sender_task is None:
             await self.client.close()
             return
@@ -220,10 +234,15 @@ class Producer:
         exc = task.exception()
         log.error("producer sender task crashed", exc_info=exc)
         dead = error(ErrorCode.UNKNOWN_SERVER_ERROR, f"producer sender crashed: {exc!r}")
-        self._closed = True
+        self._refuse_sends()
         if self._acc is not None:
             for b in list(self._acc.incomplete):
                 self._acc.fail(b, dead)
+
+    def _refuse_sends(self) -> None:
+        """From now on send() raises: the fast path has nothing to append to either."""
+        self._closed = True
+        self._fast.clear()
 
     # -- sending ----------------------------------------------------------------------------
     def send(self, topic: str, value: Any = None, key: Any = None, headers: Any = None,
@@ -233,9 +252,29 @@ class Producer:
 
         Never blocks the event loop. Raises at once for programming errors (not started,
         record larger than max_request_size, partition out of range); delivery errors come
-        from awaiting the result. The hot path: checks, one dict lookup for the partition
-        count, one for the sticky partition, then `Accumulator.append`.
+        from awaiting the result.
+
+        Records without a timestamp are stamped with a wall clock read at most once per
+        event-loop turn and per batch (`_tick_ms`): a record's timestamp can be up to one loop
+        turn older than its send() call, at millisecond resolution (Kafka reads the clock per
+        record; reading it costs about as much as the rest of the fast path).
         """
+        # Fast path: a plain null-key record for the topic's sticky open batch, stamped with the
+        # clock reading its batch's last record got. It does what Accumulator.append does for
+        # such a record (timestamps, batch size and limits unchanged, see `_fast`), inline.
+        if key is None and partition is None and headers is None and timestamp_ms is None \
+                and value.__class__ is bytes:
+            b = self._fast.get(topic)
+            if b is not None and b.last_ts == self._ms and not b.closed:
+                size = RECORD_OVERHEAD_BYTES + len(value)
+                acc = self._acc
+                if b.size + size < self._fast_limit \
+                        and acc.memory_used + size <= self.buffer_memory:  # type: ignore[union-attr]
+                    recs = b.records
+                    recs.append((b.last_ts - b.first_ts, None, value, None))
+                    b.size += size
+                    acc.memory_used += size  # type: ignore[union-attr]
+                    return _new_handle(RecordFuture, (b, len(recs) - 1))
         acc = self._acc
         if acc is None or self._closed:
             raise IllegalStateError("producer is not running: use `async with Producer(...)` or "
@@ -265,7 +304,7 @@ class Producer:
                         f"record of ~{size} bytes is larger than max_request_size "
                         f"({self.max_request_size} bytes)")
         if timestamp_ms is None:
-            timestamp_ms = int(_now() * 1000)
+            timestamp_ms = self._tick_ms()
         n = self._counts.get(topic)
         if n is None or self._line or acc.memory_used + size > self.buffer_memory:
             return self._wait_in_line(topic, partition, (key, value, headers, timestamp_ms),
@@ -276,12 +315,25 @@ class Producer:
                 partition = sticky.get(topic)
                 if partition is None or partition >= n:
                     partition = self._partitioner(topic, None, n)
-                return acc.append((topic, partition), None, value, headers, timestamp_ms, size,
-                                  sticky)
+                h = acc.append((topic, partition), None, value, headers, timestamp_ms, size,
+                               sticky)
+                if not self._serializing:
+                    self._fast[topic] = h.batch
+                return h
             partition = self._partitioner(topic, key, n)
         elif not 0 <= partition < n:
             self._check_partition(topic, partition, n)
         return acc.append((topic, partition), key, value, headers, timestamp_ms, size)
+
+    def _tick_ms(self) -> int:
+        """Read the wall clock (ms) and keep it as `_ms` until the event loop's next turn."""
+        if self._ms == _NO_MS:
+            asyncio.get_running_loop().call_soon(self._expire_ms)
+        ms = self._ms = int(_now() * 1000)
+        return ms
+
+    def _expire_ms(self) -> None:
+        self._ms = _NO_MS
 
     async def send_and_wait(self, topic: str, value: Any = None, key: Any = None,
                             headers: Any = None, partition: int | None = None,
@@ -381,6 +433,7 @@ class Producer:
     # -- the wait line (back-pressure) ------------------------------------------------------
     def _wait_in_line(self, topic: str, partition: int | None, args: tuple, size: int,
                       bulk: bool) -> PendingRecordFuture:
+        self._fast.clear()  # records sent from now on queue behind this one
         loop = asyncio.get_running_loop()
         admitted: asyncio.Future[None] = loop.create_future()
         admitted.add_done_callback(_mark_retrieved)

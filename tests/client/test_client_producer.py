@@ -253,3 +253,43 @@ async def test_retry_after_lost_response_and_leader_move_does_not_duplicate(fake
     assert log_values(fake2, "t", 0) == [(0, None, b"exactly-once"), (1, None, b"next")]
     produce_nodes = [n for n, path in fake2.requests if path == "produce"]
     assert produce_nodes[:2] == [1, 1] and produce_nodes[-1] == 2
+
+
+async def test_null_key_fast_path_builds_the_same_batch_as_the_general_path(fake):
+    # send()'s fast path appends null-key records to the sticky open batch inline; the batch
+    # must hold what Accumulator.append would have put there: wire tuples with the timestamp
+    # delta, sizes and memory counted, and each handle pointing at its own record.
+    async with Producer(fake.bootstrap, linger_ms=10_000) as p:
+        await p.client.wait_for_topic("t", 5000)
+        before = int(time.time() * 1000)
+        hs = [p.send("t", b"v%03d" % i) for i in range(100)]
+        after = int(time.time() * 1000)
+        b = hs[0].batch
+        assert all(h.batch is b for h in hs) and [h.index for h in hs] == list(range(100))
+        assert before <= b.first_ts <= after
+        assert b.records == [(0, None, b"v%03d" % i, None) for i in range(100)]  # one loop turn
+        assert b.size == p._acc.memory_used == 100 * (8 + 4)
+        await asyncio.sleep(0.003)  # the next loop turn reads the clock again
+        later = p.send("t", b"later")
+        assert later.batch is b
+        delta = b.records[-1][0]
+        assert delta >= 3 and b.max_ts == b.first_ts + delta and not b.uniform_ts
+        await p.flush()
+        mds = [await h for h in hs + [later]]
+    assert [m.offset for m in mds] == list(range(101))
+    assert [r.timestamp for r in fake.records("t", b.partition)] == \
+        [b.first_ts] * 100 + [b.first_ts + delta]
+
+
+async def test_null_key_records_behind_the_wait_line_keep_their_order(fake):
+    # Once one record waits for buffer room, later null-key records must queue behind it
+    # rather than take the fast path into an open batch.
+    async with Producer(fake.bootstrap, linger_ms=0, buffer_memory=2000, batch_size=500) as p:
+        hs = [p.send("t", b"%05d" % i) for i in range(300)]
+        await p.drain()
+        await p.flush()
+        mds = [await h for h in hs]
+    for part in range(3):
+        sent = [i for i, m in enumerate(mds) if m.partition == part]
+        assert [r.value for r in fake.records("t", part)] == [b"%05d" % i for i in sent]
+        assert [mds[i].offset for i in sent] == sorted(mds[i].offset for i in sent)
