@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from operator import itemgetter
 from typing import Any, Callable, Generator, Iterable
 
 from raftlog.client.structs import RecordMetadata
@@ -32,7 +31,6 @@ from raftlog.client.structs import RecordMetadata
 RECORD_OVERHEAD_BYTES = 8
 NO_SEQUENCE = -1
 
-Record = tuple  # wire shape: (timestamp_delta, key, value, headers list or None)
 
 
 class ProducerBatch:
@@ -47,7 +45,10 @@ class ProducerBatch:
                  deadline_s: float, future: asyncio.Future[tuple[int, int]]) -> None:
         self.topic = topic
         self.partition = partition
-        self.records: list[Record] = []
+        # One entry per record, in wire shape; a send_batch batch whose records all have
+        # first_ts (uniform_ts) and whose payload is packed may hold other per-record entries
+        # (its values): then only their count is read.
+        self.records: list[Any] = []
         self.size = 0
         self.created_s = now_s
         self.deadline_s = deadline_s
@@ -70,7 +71,7 @@ class ProducerBatch:
         # without touching first_ts/max_ts/uniform_ts (the producer's send() fast path).
         self.last_ts = -1
         self.in_flight = False
-        # Pre-packed msgpack records body (send_batch fast path); None = pack at drain.
+        # Records payload packed and compressed by send_batch; None = pack `records` at drain.
         self.payload: bytes | None = None
 
     @property
@@ -173,7 +174,6 @@ class PendingRecordFuture:
 
 
 _new_handle = tuple.__new__
-_DELTA = itemgetter(0)
 
 
 class PartitionQueue:
@@ -256,10 +256,11 @@ class Accumulator:
             self._close(b)
         return _new_handle(RecordFuture, (b, len(recs) - 1))
 
-    def append_batch(self, topic: str, partition: int, records: list[Record], first_ts: int,
-                     max_ts: int, size: int, payload: bytes | None = None) -> ProducerBatch:
-        """Enqueue a whole closed batch (send_batch), `records` in wire shape (see
-        `codec.batch.wire_records`): after every record appended before it."""
+    def append_batch(self, topic: str, partition: int, records: list[Any], payload: bytes,
+                     first_ts: int, max_ts: int, uniform_ts: bool, size: int) -> ProducerBatch:
+        """Enqueue a whole closed batch (send_batch) whose records `payload` is already packed
+        (and compressed): after every record appended before it. `records` has one entry per
+        record (see ProducerBatch.records)."""
         tp = (topic, partition)
         open_batch = self._open.get(tp)
         if open_batch is not None:
@@ -268,7 +269,7 @@ class Accumulator:
         b.records = records
         b.first_ts = first_ts
         b.max_ts = max_ts
-        b.uniform_ts = list(map(_DELTA, records)).count(0) == len(records)
+        b.uniform_ts = uniform_ts
         b.size = size
         b.payload = payload
         self.memory_used += size

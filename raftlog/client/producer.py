@@ -355,16 +355,14 @@ class Producer:
                                     "`await producer.start()` first")
         if not records:
             raise ValueError("send_batch needs at least one record")
-        now_ms = int(_now() * 1000)
         n = len(records)
         widths = set(map(len, records))
         if widths == {2}:
             keys = list(map(_FIELD0, records))
             values = list(map(_FIELD1, records))
-            # Wire shape (timestamp_delta, key, value, headers): packed as is.
-            body = list(zip(repeat(0, n), keys, values, repeat(None, n)))
-            first_ts = max_ts = now_ms
+            first_ts = max_ts = int(_now() * 1000)
             headers: list[Any] = []
+            body = None  # wire tuples, built below only when the records have keys
         elif widths == {4}:
             keys = list(map(_FIELD0, records))
             values = list(map(_FIELD1, records))
@@ -374,8 +372,8 @@ class Producer:
             raise ValueError("send_batch records are (key, value) or "
                              "(key, value, headers, timestamp_ms) tuples")
         no_keys = keys.count(None) == n  # the usual bulk load: identity compares only
-        if not (set(map(type, values)) if no_keys else
-                set(map(type, values)).union(map(type, keys))) <= _BYTES_OR_NONE:
+        value_types = set(map(type, values))
+        if not (value_types if no_keys else value_types.union(map(type, keys))) <= _BYTES_OR_NONE:
             raise TypeError("send_batch keys and values must be bytes or None")
         size = RECORD_OVERHEAD_BYTES * n + sum(map(len, filter(None, values)))
         if not no_keys:
@@ -388,21 +386,32 @@ class Producer:
                         f"({self.max_request_size} bytes); split it")
         if partition is None or partition < 0:
             raise ValueError("send_batch needs an explicit partition")
+        # Pack (and compress) the records now: draining then only adds the header and CRC.
+        if body is None and no_keys and value_types == {bytes}:
+            # The plain bulk load: no wire tuples at all; the batch keeps the values only to
+            # count its records (its one timestamp is first_ts).
+            recs: list[Any] = values
+            payload = codec.pack_values(values)
+            uniform = True
+        else:
+            if body is None:
+                body = list(zip(repeat(0, n), keys, values, repeat(None, n)))
+            recs = body
+            payload = codec.pack(body)
+            uniform = first_ts == max_ts and list(map(_FIELD0, body)).count(0) == n
+        payload = codec.compress(self.codec_id, payload)
+        bulk = (recs, payload, first_ts, max_ts, uniform)
         if self._line or acc.memory_used + size > self.buffer_memory \
                 or self.client.metadata.partition_count(topic) is None:
-            return self._wait_in_line(topic, partition, (body, first_ts, max_ts), size, bulk=True)
-        return self._admit_bulk(topic, partition, body, first_ts, max_ts, size)
+            return self._wait_in_line(topic, partition, bulk, size, bulk=True)
+        return self._admit_bulk(topic, partition, bulk, size)
 
-    def _admit_bulk(self, topic: str, partition: int, body: list[tuple], first_ts: int,
-                    max_ts: int, size: int) -> RecordFuture:
+    def _admit_bulk(self, topic: str, partition: int, bulk: tuple, size: int) -> RecordFuture:
+        """`bulk` is send_batch's (records, payload, first_ts, max_ts, uniform_ts)."""
         n = self.client.metadata.partition_count(topic)
         assert n is not None and self._acc is not None
         self._check_partition(topic, partition, n)
-        payload = None
-        if self.codec_id == codec.CODEC_NONE:
-            # Pack the records body now so draining only adds the header and CRC.
-            payload = codec.pack(body)
-        b = self._acc.append_batch(topic, partition, body, first_ts, max_ts, size, payload)
+        b = self._acc.append_batch(topic, partition, *bulk, size)
         return _new_handle(RecordFuture, (b, 0))
 
     def _choose(self, topic: str, key: bytes | None, partition: int | None,
@@ -477,9 +486,7 @@ class Producer:
         assert w.handle.admitted is not None and self._acc is not None
         try:
             if w.bulk:
-                body, first_ts, max_ts = w.args
-                inner = self._admit_bulk(w.topic, w.partition, body, first_ts, max_ts,  # type: ignore[arg-type]
-                                         w.size)
+                inner = self._admit_bulk(w.topic, w.partition, w.args, w.size)  # type: ignore[arg-type]
                 w.handle.batch, w.handle.index = inner.batch, inner.index
             else:
                 key, value, headers, ts = w.args

@@ -142,7 +142,7 @@ def pack(obj: Any) -> bytes:
     return packer.pack(obj)
 
 
-def _compress(codec: int, payload: bytes) -> bytes:
+def compress(codec: int, payload: bytes) -> bytes:
     if codec == CODEC_NONE:
         return payload
     if codec == CODEC_GZIP:
@@ -181,7 +181,7 @@ def encode(
     if not records:
         raise ValueError("a batch holds at least one record")
     body, first_ts, max_ts = pack_records(records)
-    payload = _compress(codec, body)
+    payload = compress(codec, body)
     return encode_payload(payload, len(records), first_ts, max_ts, base_offset=base_offset,
                           leader_epoch=leader_epoch, attributes=(attributes & ~CODEC_MASK) | codec,
                           producer_id=producer_id, producer_epoch=producer_epoch,
@@ -220,6 +220,40 @@ def pack_records(records: Sequence[tuple[bytes | None, bytes | None, Any, int]]
     return pack(body), first_ts, max_ts
 
 
+def pack_values(values: list[bytes]) -> bytes:
+    """The records payload of null-key, header-less records that share the batch's first
+    timestamp (a bulk load), `values` all bytes: byte for byte `pack` of their wire tuples
+    `(0, None, value, None)`.
+
+    When every value has one length (fixed-size records), each record's msgpack prefix is the
+    same bytes, so the payload is one `join` with no per-record tuple (and no GC pressure);
+    otherwise it packs the wire tuples.
+    """
+    n = len(values)
+    lengths = set(map(len, values))
+    if len(lengths) != 1:
+        return pack(list(zip(repeat(0, n), repeat(None, n), values, repeat(None, n))))
+    # fixarray(4), positive fixint 0 (delta), nil (key), bin header, value, nil (headers).
+    head = b"\x94\x00\xc0" + _bin_header(lengths.pop())
+    return b"".join((_array_header(n), head, (b"\xc0" + head).join(values), b"\xc0"))
+
+
+def _array_header(n: int) -> bytes:
+    if n < 16:
+        return bytes((0x90 | n,))
+    if n < 1 << 16:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
+
+
+def _bin_header(n: int) -> bytes:
+    if n < 1 << 8:
+        return b"\xc4" + n.to_bytes(1, "big")
+    if n < 1 << 16:
+        return b"\xc5" + n.to_bytes(2, "big")
+    return b"\xc6" + n.to_bytes(4, "big")
+
+
 def encode_wire(body: Sequence[tuple], first_ts: int, max_ts: int, *, codec: int = CODEC_NONE,
                 producer_id: int = NO_PRODUCER_ID, producer_epoch: int = -1,
                 base_sequence: int = NO_SEQUENCE, attributes: int = 0) -> bytes:
@@ -228,7 +262,7 @@ def encode_wire(body: Sequence[tuple], first_ts: int, max_ts: int, *, codec: int
     per-record Python work."""
     if not body:
         raise ValueError("a batch holds at least one record")
-    return encode_payload(_compress(codec, pack(body)), len(body), first_ts, max_ts,
+    return encode_payload(compress(codec, pack(body)), len(body), first_ts, max_ts,
                           attributes=(attributes & ~CODEC_MASK) | codec,
                           producer_id=producer_id, producer_epoch=producer_epoch,
                           base_sequence=base_sequence)

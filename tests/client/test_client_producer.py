@@ -293,3 +293,21 @@ async def test_null_key_records_behind_the_wait_line_keep_their_order(fake):
         sent = [i for i, m in enumerate(mds) if m.partition == part]
         assert [r.value for r in fake.records("t", part)] == [b"%05d" % i for i in sent]
         assert [mds[i].offset for i in sent] == sorted(mds[i].offset for i in sent)
+
+
+@pytest.mark.parametrize("compression", ["none", "gzip"])
+async def test_send_batch_bulk_loads_round_trip(fake, compression):
+    # The plain bulk load (null keys, bytes values) is packed without wire tuples; mixed
+    # lengths, None values and keys take msgpack. Every shape must read back the same.
+    loads = [[(None, b"%03d" % i) for i in range(200)],          # one length: joined
+             [(None, b"x" * i) for i in range(1, 50)],            # mixed lengths
+             [(None, b"v"), (None, None)],                         # a None value
+             [(b"k%d" % i, b"v") for i in range(5)]]               # keys
+    async with Producer(fake.bootstrap, compression=compression) as p:
+        mds = [await p.send_batch("t", 1, load) for load in loads]
+        before = int(time.time() * 1000)
+        assert before - 5000 < mds[0].timestamp <= before
+    assert [md.offset for md in mds] == [0, 200, 249, 251]
+    want = [kv for load in loads for kv in load]
+    assert [(r.key, r.value) for r in fake.records("t", 1)] == want
+    assert all(h.codec == codec.CODECS[compression] for h in fake.batch_headers("t", 1))

@@ -222,3 +222,16 @@ def test_decode_rejects_truncated_and_corrupt_concatenations() -> None:
     flipped[-1] ^= 0xFF
     with pytest.raises(CorruptBatchError, match="CRC"):
         B.decode(flipped)
+
+
+@pytest.mark.parametrize("length", [0, 1, 100, 255, 256, 65_535, 65_536])
+@pytest.mark.parametrize("count", [1, 15, 16, 300])
+def test_pack_values_is_byte_for_byte_msgpack_of_the_wire_tuples(length, count):
+    # pack_values skips msgpack for fixed-size values; the bytes must not change.
+    values = [bytes([i % 251]) * length for i in range(count)]
+    assert B.pack_values(values) == B.pack([(0, None, v, None) for v in values])
+
+
+def test_pack_values_with_mixed_lengths_falls_back_to_msgpack():
+    values = [b"a", b"bb", b"c" * 300]
+    assert B.pack_values(values) == B.pack([(0, None, v, None) for v in values])
