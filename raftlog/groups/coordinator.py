@@ -19,7 +19,8 @@ Protocol (server-side assignment, in the spirit of Kafka's KIP-848):
   So a partition is never held by two members, and members keep every partition that does not
   move (only moving partitions are revoked).
 - Fencing: each member has the generation it was last told; an offset commit must carry exactly
-  that generation (ILLEGAL_GENERATION otherwise) from a known member (UNKNOWN_MEMBER_ID).
+  that generation (ILLEGAL_GENERATION otherwise) from a known member (UNKNOWN_MEMBER_ID), for
+  partitions the member holds (ILLEGAL_GENERATION for one it has released).
   Members past their session deadline, or holding revoked partitions past their rebalance
   timeout, are removed (their partitions are free at once).
 - Static membership: a join with a known `group_instance_id` takes over that member (same member
@@ -336,7 +337,8 @@ class Coordinator:
         return g
 
     # -- fencing ----------------------------------------------------------------------------
-    def check_commit(self, group: str, member_id: str, generation: int) -> None:
+    def check_commit(self, group: str, member_id: str, generation: int,
+                     tps: Iterable[TP] = ()) -> None:
         g = self.groups.get(group)
         if not member_id:
             if g is not None and g.members:
@@ -355,6 +357,15 @@ class Coordinator:
                         f"commit for generation {generation}, but member {member_id!r} is at "
                         f"generation {m.generation} of group {group!r}: the group has already "
                         "rebalanced")
+        # Only for partitions it holds: once a member has reported releasing a partition its
+        # next owner may have started from the committed offset, and a late commit from the
+        # old owner would move that offset under it (backwards, or past unprocessed records).
+        foreign = sorted(set(tps) - m.held)
+        if foreign:
+            raise error(ErrorCode.ILLEGAL_GENERATION,
+                        f"member {member_id!r} of group {group!r} does not own "
+                        f"{', '.join(f'{t}-{p}' for t, p in foreign[:5])}"
+                        f"{' ...' if len(foreign) > 5 else ''}: reassigned in a rebalance")
 
     def describe(self, name: str) -> dict[str, Any]:
         g = self.groups.get(name)

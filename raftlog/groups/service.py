@@ -340,7 +340,8 @@ class GroupService:
     async def commit(self, group: str, member_id: str, generation: int,
                      entries: list[tuple[str, int, int, str]]) -> None:
         p = await self.coordinate(group)
-        self.coord.check_commit(group, member_id, generation)
+        self.coord.check_commit(group, member_id, generation,
+                                [(t, part) for t, part, _o, _md in entries])
         if not entries:
             return
         now = self.wall_clock()

@@ -519,7 +519,7 @@ async def test_max_poll_interval_leaves_then_rejoins_on_poll(shared):
             await slow.getmany(timeout_ms=20)
             await steady.getmany(timeout_ms=20)
             return balanced(cs, 4, [2, 2])
-        await eventually(both_poll, 15, f"2 + 2 ({owned(cs)})")
+        await eventually(both_poll, 30, f"2 + 2 ({owned(cs)})")
         # `slow` stops calling getmany(): after 1.5 s it leaves and `steady` gets everything
         t0 = time.monotonic()
 

@@ -138,6 +138,31 @@ def test_commit_fencing():
     h.c.check_commit("g", "", -1)
 
 
+def test_commit_only_for_partitions_the_member_holds():
+    h = Harness()
+    a = h.join(strategy="sticky")["member_id"]
+    h.rebalance()
+    h.settle([a])
+    gen = h.c.groups["g"].generation
+    h.c.check_commit("g", a, gen, [("t", 0), ("t", 5)])
+    b = h.join(strategy="sticky")["member_id"]
+    h.rebalance()
+    r = h.hb(a)                                # told to give up half, still reports them all
+    gen = r["generation"]
+    moving = sorted(set((t, p) for t, p in [("t", i) for i in range(6)])
+                    - {tuple(tp) for tp in r["assignment"]})
+    assert moving
+    h.c.check_commit("g", a, gen, moving)      # committing what it is about to revoke: fine
+    h.hb(a)                                    # reports the smaller set: released
+    with pytest.raises(RaftlogError) as e:     # a late commit of a released partition
+        h.c.check_commit("g", a, gen, moving[:1])
+    assert e.value.code is ErrorCode.ILLEGAL_GENERATION
+    with pytest.raises(RaftlogError):
+        h.c.check_commit("g", a, gen, [("other", 0)])
+    h.settle([a, b])
+    h.c.check_commit("g", b, h.c.groups["g"].generation, moving)
+
+
 def test_static_member_rejoins_without_rebalance():
     h = Harness()
     a = h.join(instance="i-a")["member_id"]
