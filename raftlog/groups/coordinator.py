@@ -84,6 +84,7 @@ class Group:
     members: dict[str, Member] = field(default_factory=dict)
     target: dict[str, frozenset[TP]] = field(default_factory=dict)
     dirty_since_ms: int | None = None          # membership changed: a new target is due
+    changes: int = 0                           # count of mark_dirty calls (see install)
     sizes: dict[str, int] = field(default_factory=dict)   # partition counts the target used
     proposing: bool = False                    # a target is being committed to Raft
     # Member ids replaced by a newer process with the same group_instance_id -> that id.
@@ -101,6 +102,7 @@ class Group:
         return STABLE
 
     def mark_dirty(self, now_ms: int) -> None:
+        self.changes += 1
         if self.dirty_since_ms is None:
             self.dirty_since_ms = now_ms
 
@@ -309,14 +311,17 @@ class Coordinator:
 
     @staticmethod
     def install(g: Group, generation: int, protocol: str, assignment: dict[str, list[TP]],
-                sizes: dict[str, int], dirty_at_compute: int | None) -> None:
+                sizes: dict[str, int], changes_at_compute: int) -> None:
         g.generation = generation
         g.protocol = protocol
         g.target = {m: frozenset((t, p) for t, p in tps) for m, tps in assignment.items()
                     if m in g.members}
         g.sizes = dict(sizes)
         # A change that arrived while the proposal was in flight keeps the group dirty.
-        if g.dirty_since_ms == dirty_at_compute:
+        # (Counted, not timed: dirty_since_ms keeps the first change, so a join or leave during
+        # the proposal would leave it equal and be lost — a joiner never assigned, a leaver's
+        # partitions owned by nobody.)
+        if g.changes == changes_at_compute:
             g.dirty_since_ms = None
 
     def restore(self, name: str, generation: int, protocol: str,

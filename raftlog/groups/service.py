@@ -311,7 +311,7 @@ class GroupService:
             self._expiring = False
 
     async def _rebalance(self, g: Group) -> None:
-        dirty_at = g.dirty_since_ms
+        changes = g.changes
         try:
             gen, protocol, assignment, sizes = self.coord.compute_target(g, self._sizes)
             expected = g.generation
@@ -323,7 +323,7 @@ class GroupService:
                 "protocol": protocol,
                 "assignment": {m: [list(tp) for tp in tps] for m, tps in assignment.items()}})
             if self.coord.groups.get(g.name) is g:
-                self.coord.install(g, gen, protocol, assignment, sizes, dirty_at)
+                self.coord.install(g, gen, protocol, assignment, sizes, changes)
                 log.info("group %s: generation %d (%s), %d members", g.name, gen, protocol,
                          len(assignment))
         except RaftlogError as exc:

@@ -35,7 +35,7 @@ class Harness:
         """Advance past the delay and run every due rebalance as the service would."""
         self.now += 1000
         for g in self.c.due(self.now, SIZES):
-            dirty = g.dirty_since_ms
+            dirty = g.changes
             gen, proto, assignment, sizes = self.c.compute_target(g, SIZES)
             self.c.install(g, gen, proto, assignment, sizes, dirty)
 
@@ -161,6 +161,30 @@ def test_commit_only_for_partitions_the_member_holds():
         h.c.check_commit("g", a, gen, [("other", 0)])
     h.settle([a, b])
     h.c.check_commit("g", b, h.c.groups["g"].generation, moving)
+
+
+def test_membership_change_during_a_proposal_is_not_lost():
+    h = Harness()
+    a, b = h.join()["member_id"], h.join()["member_id"]
+    h.now += 1000
+    [g] = h.c.due(h.now, SIZES)
+    changes = g.changes
+    gen, proto, assignment, sizes = h.c.compute_target(g, SIZES)   # proposal in flight ...
+    c = h.join()["member_id"]                                       # ... a third joins
+    h.c.install(g, gen, proto, assignment, sizes, changes)
+    assert g.state == REBALANCING and h.c.due(h.now + 1000, SIZES) == [g]
+    h.rebalance()
+    assert sorted(len(v) for v in h.settle([a, b, c]).values()) == [2, 2, 2]
+    # and a leave during a proposal frees the leaver's partitions for the others
+    h.c.leave("g", c, None, h.now)
+    h.now += 1000
+    [g] = h.c.due(h.now, SIZES)
+    changes = g.changes
+    gen, proto, assignment, sizes = h.c.compute_target(g, SIZES)
+    h.c.leave("g", b, None, h.now)
+    h.c.install(g, gen, proto, assignment, sizes, changes)
+    h.rebalance()
+    assert h.settle([a]) == {a: [("t", i) for i in range(6)]}
 
 
 def test_static_member_rejoins_without_rebalance():
