@@ -1,9 +1,11 @@
 """A consumer-group member as its own process, for tests that SIGKILL consumers.
 
-    python -m raftlog.testing.group_worker BOOTSTRAP TOPIC GROUP OUTFILE NAME [SESSION_MS]
+    python -m raftlog.testing.group_worker BOOTSTRAP TOPIC GROUP OUTFILE NAME [SESSION_MS
+        [PROCESS_MS]]
 
 Processes records by appending lines to OUTFILE (unbuffered os.write, so a SIGKILL loses nothing
-already "processed"), then commits exactly what it processed — at-least-once. The lines let a
+already "processed"), spends PROCESS_MS "processing" (a window in which a SIGKILL leaves
+processed records uncommitted), then commits exactly what it processed — at-least-once. The lines let a
 test check *where* duplicates happen (only across a handover, never within one ownership):
 
     A <partition> <owner> <monotonic_s>    partition assigned; owner = NAME.pid.n, new each time
@@ -52,7 +54,7 @@ class Listener:
 
 
 async def main(bootstrap: str, topic: str, group: str, out: str, name: str,
-               session_ms: int) -> None:
+               session_ms: int, process_ms: int = 0) -> None:
     fd = os.open(out, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     async with Consumer(bootstrap_servers=bootstrap, group_id=group, client_id=name,
                         auto_offset_reset="earliest", enable_auto_commit=False,
@@ -67,6 +69,8 @@ async def main(bootstrap: str, topic: str, group: str, out: str, name: str,
             if not lines:
                 continue
             os.write(fd, "".join(lines).encode())
+            if process_ms:
+                await asyncio.sleep(process_ms / 1000)
             done = {tp: recs[-1].offset + 1 for tp, recs in batch.items() if recs}
             try:
                 await c.commit(done)
@@ -80,4 +84,5 @@ async def main(bootstrap: str, topic: str, group: str, out: str, name: str,
 
 if __name__ == "__main__":
     a = sys.argv[1:]
-    asyncio.run(main(a[0], a[1], a[2], a[3], a[4], int(a[5]) if len(a) > 5 else 3000))
+    asyncio.run(main(a[0], a[1], a[2], a[3], a[4], int(a[5]) if len(a) > 5 else 3000,
+                     int(a[6]) if len(a) > 6 else 0))

@@ -209,10 +209,10 @@ async def test_stale_generation_commit_refused(shared):
 
 # -- processes --------------------------------------------------------------------------------
 def spawn_worker(c: ProcessCluster, topic: str, group: str, out: str, name: str,
-                 session_ms: int = 2000) -> subprocess.Popen:
+                 session_ms: int = 2000, process_ms: int = 0) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "raftlog.testing.group_worker", c.bootstrap, topic, group, out,
-         name, str(session_ms)], stdout=subprocess.DEVNULL, stderr=open(out + ".err", "ab"),
+         name, str(session_ms), str(process_ms)], stdout=subprocess.DEVNULL, stderr=open(out + ".err", "ab"),
         start_new_session=True)
 
 
@@ -254,15 +254,17 @@ async def test_at_least_once_with_killed_and_restarted_consumers(shared, tmp_pat
     outs = [str(tmp_path / f"w{i}") for i in range(3)]
     rng = random.Random(1)
     try:
+        # 30 ms of "processing" between writing records and committing them: a SIGKILL there
+        # leaves processed records uncommitted, which the next owner processes again
         for i in range(3):
-            procs[i] = spawn_worker(shared, "alo", "g-alo", outs[i], f"w{i}")
+            procs[i] = spawn_worker(shared, "alo", "g-alo", outs[i], f"w{i}", process_ms=30)
         producer = asyncio.ensure_future(produce_slowly(shared, "alo", total))
         for _ in range(4):
             await asyncio.sleep(rng.uniform(0.8, 1.5))
             i = rng.randrange(3)
             os.kill(procs[i].pid, signal.SIGKILL)
             procs[i].wait()
-            procs[i] = spawn_worker(shared, "alo", "g-alo", outs[i], f"w{i}")
+            procs[i] = spawn_worker(shared, "alo", "g-alo", outs[i], f"w{i}", process_ms=30)
         await producer
 
         def processed() -> set[tuple[int, int]]:
