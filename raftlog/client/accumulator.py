@@ -39,7 +39,7 @@ class ProducerBatch:
     __slots__ = ("topic", "partition", "records", "size", "created_s", "deadline_s", "closed",
                  "future", "serial", "attempts", "retry_at_s", "last_error", "base_sequence",
                  "producer_id", "producer_epoch", "encoded", "first_ts", "max_ts", "uniform_ts",
-                 "last_ts", "in_flight", "payload")
+                 "last_ts", "in_flight", "sent_behind", "payload")
 
     def __init__(self, topic: str, partition: int, serial: int, now_s: float,
                  deadline_s: float, future: asyncio.Future[tuple[int, int]]) -> None:
@@ -71,6 +71,10 @@ class ProducerBatch:
         # without touching first_ts/max_ts/uniform_ts (the producer's send() fast path).
         self.last_ts = -1
         self.in_flight = False
+        # Whether an earlier sequenced batch of the partition was still unanswered when this
+        # attempt was sent (set by the sender): then a sequence error answered to it may
+        # describe the broker before that batch arrived, not now.
+        self.sent_behind = False
         # Records payload packed and compressed by send_batch; None = pack `records` at drain.
         self.payload: bytes | None = None
 

@@ -15,7 +15,9 @@ Flow of one batch::
                                 -> requeue at the front after retry_backoff_ms, same bytes and
                                    same sequence; refresh metadata when the error says so
         OUT_OF_ORDER_SEQUENCE or UNKNOWN_PRODUCER_ID while an earlier batch of the partition
-        is outstanding          -> retriable (it overtook that batch on another connection)
+        is outstanding, or was when this attempt was sent
+                                -> retriable (it overtook that batch on another connection; an
+                                   answer arriving after that batch's is stale, KIP-360)
         sequence broken (OUT_OF_ORDER at the head, UNKNOWN_PRODUCER_ID, a sequenced batch failed)
                                 -> fail that batch, and before sending more: wait for in-flight
                                    requests, get a new producer id, re-sequence pending batches
@@ -158,6 +160,9 @@ class Sender:
             q.next_sequence = (q.next_sequence + len(b.records)) & SEQUENCE_MAX
             q.outstanding.append(b)
             b.encoded = None
+        if b.base_sequence != NO_SEQUENCE:
+            q = self.acc.queues[(b.topic, b.partition)]
+            b.sent_behind = bool(q.outstanding) and q.outstanding[0] is not b
         if b.encoded is None:
             if b.payload is not None:
                 b.encoded = codec.encode_payload(
@@ -236,7 +241,11 @@ class Sender:
             stale_pid = b.producer_id != self.producer_id
             if code is ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER or code in _SEQUENCE_BROKEN:
                 q = self.acc.queues[(b.topic, b.partition)]
-                overtook = bool(q.outstanding) and q.outstanding[0] is not b
+                # Sent behind an unanswered batch: the broker may have judged this one before
+                # that batch arrived, even if that batch has been answered since (a late
+                # answer). Only a batch sent first in line, with every earlier one answered,
+                # gets an answer about the broker's current state (Kafka's rule, KIP-360).
+                overtook = b.sent_behind or (bool(q.outstanding) and q.outstanding[0] is not b)
                 if (overtook and code in _OVERTAKEN) or self._pid_reset or stale_pid:
                     # An earlier batch is in flight or being retried (in-flight requests travel
                     # on separate connections, so a later one can reach the broker first: a gap,

@@ -6,12 +6,14 @@ lost responses, stalls and leader moves."""
 import asyncio
 import time
 
+import msgpack
 import pytest
 
 from raftlog.client.errors import (BufferFullError, DeliveryTimeoutError, IllegalStateError)
 from raftlog.client.partitioner import partition_for_key
 from raftlog.client.producer import Producer
 from raftlog.codec import batch as codec
+from raftlog.testing.fake_broker import FakeCluster
 from raftlog.errors import (ErrorCode, MessageTooLargeError, OutOfOrderSequenceNumberError,
                             UnknownTopicOrPartitionError)
 
@@ -311,3 +313,54 @@ async def test_send_batch_bulk_loads_round_trip(fake, compression):
     want = [kv for load in loads for kv in load]
     assert [(r.key, r.value) for r in fake.records("t", 1)] == want
     assert all(h.codec == codec.CODECS[compression] for h in fake.batch_headers("t", 1))
+
+
+class _ReorderingCluster(FakeCluster):
+    """Delivers partition 0's batch of sequence `overtaken` only after the next one has
+    overtaken it, and answers that overtaking batch only once `late` is set: a late
+    OUT_OF_ORDER_SEQUENCE_NUMBER, as packet loss can produce."""
+
+    overtaken = 1
+
+    def __init__(self) -> None:
+        super().__init__(nodes=1)
+        self.go = asyncio.Event()        # let the overtaken batch reach the log
+        self.late = asyncio.Event()      # let the overtaking batch's answer leave
+        self.overtaker_answered: dict | None = None
+
+    async def _produce(self, request):
+        body = msgpack.unpackb(await request.read(), raw=False)
+        seqs = {codec.peek(e["batch"]).base_sequence for e in body["partitions"]}
+        if self.overtaken in seqs:
+            await self.go.wait()
+        resp = await super()._produce(request)
+        if self.overtaken + 1 in seqs and self.overtaker_answered is None:
+            self.overtaker_answered = msgpack.unpackb(resp.body, raw=False)
+            await self.late.wait()
+        return resp
+
+
+async def test_late_out_of_order_answer_of_a_batch_sent_behind_another_is_retried(eventually):
+    # Batch B (sequence 2) was sent while batch A (sequence 1) was in flight and reached the
+    # broker first: OUT_OF_ORDER. Its answer arrives only after A was written and answered, so
+    # B now looks like the first batch in flight; it was still never written, and the answer
+    # says nothing about the broker's state now. It must be sent again (Kafka retries it), not
+    # failed with a producer-id reset.
+    async with _ReorderingCluster() as fc:
+        fc.create_topic("t", partitions=1)
+        async with Producer(fc.bootstrap, linger_ms=0, retry_backoff_ms=10) as p:
+            await p.send("t", b"w")                   # sequence 0
+            pid = p.producer_id
+            a = p.send("t", b"a")                     # sequence 1, held before the broker
+            await eventually(lambda: p._sender.in_flight() == 1, what="A in flight")
+            b = p.send("t", b"b")                     # sequence 2, overtakes A
+            await eventually(lambda: fc.overtaker_answered is not None, what="B answered")
+            assert fc.overtaker_answered["partitions"][0]["error"] == \
+                "OUT_OF_ORDER_SEQUENCE_NUMBER"
+            fc.go.set()
+            assert (await a).offset == 1
+            fc.late.set()
+            assert (await b).offset == 2
+            assert p.producer_id == pid
+        assert [(r.offset, r.value) for r in fc.records("t", 0)] == \
+            [(0, b"w"), (1, b"a"), (2, b"b")]
