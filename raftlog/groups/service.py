@@ -251,6 +251,14 @@ class GroupService:
                 log.exception("group coordinator tick failed")
 
     def _tick(self) -> None:
+        now = self.clock()
+        # First, and even with no group in memory: after a restart nothing is loaded until a
+        # group's first request, and groups nobody asks about must still expire.
+        if now >= self._next_retention_check_ms and not self._expiring:
+            self._next_retention_check_ms = now + self.cfg.offsets_retention_check_interval_ms
+            self._expiring = True
+            assert self._spawn is not None
+            self._spawn(self._expire_groups(), "offsets-retention")
         if not self.coord.groups:
             return
         for name in [g for g in self.coord.groups if not self._still_coordinator(g)]:
@@ -258,7 +266,6 @@ class GroupService:
             del self.coord.groups[name]
             idx = self.partition_index(name)
             self._loaded.pop(idx, None)
-        now = self.clock()
         for group, member, why in self.coord.expire(now):
             log.info("group %s: member %s removed (%s)", group, member, why)
         for g in self.coord.due(now, self._sizes):
@@ -272,16 +279,29 @@ class GroupService:
                 self._empty_noted.add(name)
                 assert self._spawn is not None
                 self._spawn(self._note_empty(name), f"group-empty-{name}")
-        if now >= self._next_retention_check_ms and not self._expiring:
-            self._next_retention_check_ms = now + self.cfg.offsets_retention_check_interval_ms
-            self._expiring = True
-            assert self._spawn is not None
-            self._spawn(self._expire_groups(), "offsets-retention")
 
     # -- offset retention (KIP-211) ---------------------------------------------------------
     def _has_members(self, group: str) -> bool:
         g = self.coord.groups.get(group)
         return g is not None and bool(g.members)
+
+    async def _load_led_partitions(self) -> None:
+        """Load every offsets partition this broker leads: state is otherwise loaded on a
+        group's first request, and a group nobody asks about (say, after a full restart) must
+        still expire."""
+        from raftlog.replication.partition import LEADER
+        t = self.b.view.topic(off.OFFSETS_TOPIC)
+        if t is None:
+            return
+        for pi in t.partitions:
+            p = self.b.replicas.partitions.get((off.OFFSETS_TOPIC, pi.partition))
+            if pi.leader != self.b.node_id or p is None or p.role != LEADER \
+                    or p.leader_epoch != pi.leader_epoch:
+                continue
+            if self._loaded.get(pi.partition) != p.leader_epoch:
+                async with self._load_lock:
+                    if self._loaded.get(pi.partition) != p.leader_epoch:
+                        self._load(pi.partition, p)
 
     async def _note_empty(self, group: str) -> None:
         """Record when `group` lost its last member: its retention clock starts there."""
@@ -295,6 +315,7 @@ class GroupService:
 
     async def _expire_groups(self) -> None:
         try:
+            await self._load_led_partitions()
             for name in self.retention.expired(self.wall_clock(), self._has_members):
                 if not self._still_coordinator(name):
                     continue

@@ -584,3 +584,22 @@ async def test_offsets_of_empty_group_expire_after_retention(tmp_path):
                 assert await fresh.committed(tp) is None
             finally:
                 await fresh.stop()
+
+            # a group nobody asks about after a full restart still expires: the nodes die while
+            # it has a member; restored from Raft, that member's session lapses, then retention
+            other = Consumer("ret", bootstrap_servers=c.bootstrap, group_id="g-ret2",
+                             enable_auto_commit=False, **FAST)
+            await other.start()
+            await eventually(lambda: len(other.assignment()) == 2, 15, "assignment")
+            await other.commit({tp: 3})
+            await eventually(lambda: admin.list_groups(), 10, "groups listed")
+            assert "g-ret2" in {g["group"] for g in await admin.list_groups()}
+            for n in (1, 2, 3):
+                c.kill(n, signal.SIGKILL)
+            await other.stop()
+            c.start()
+            c.wait_ready(40, nodes=[1, 2, 3])
+
+            async def gone2() -> bool:       # list_groups reads metadata: no group request
+                return "g-ret2" not in {g["group"] for g in await admin.list_groups()}
+            await eventually(gone2, 10 + 2 + 20, "g-ret2 expired after the restart")
