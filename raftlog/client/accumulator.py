@@ -177,7 +177,6 @@ class PendingRecordFuture:
         return fut.exception() if fut.done() else None
 
 
-_new_handle = tuple.__new__
 
 
 class PartitionQueue:
@@ -258,7 +257,7 @@ class Accumulator:
         self.memory_used += size
         if b.size >= self.batch_size:
             self._close(b)
-        return _new_handle(RecordFuture, (b, len(recs) - 1))
+        return RecordFuture((b, len(recs) - 1))
 
     def append_batch(self, topic: str, partition: int, records: list[Any], payload: bytes,
                      first_ts: int, max_ts: int, uniform_ts: bool, size: int) -> ProducerBatch:

@@ -40,7 +40,6 @@ from raftlog.errors import ErrorCode, RaftlogError, error
 
 log = logging.getLogger("raftlog.producer")
 _now = time.time
-_new_handle = tuple.__new__
 _FIELD0, _FIELD1, _FIELD2 = itemgetter(0), itemgetter(1), itemgetter(2)
 _BYTES_OR_NONE = {bytes, type(None)}
 # "No clock reading this loop turn": below any int64 timestamp, so never a batch's last_ts.
@@ -274,7 +273,7 @@ class Producer:
                     recs.append((b.last_ts - b.first_ts, None, value, None))
                     b.size += size
                     acc.memory_used += size  # type: ignore[union-attr]
-                    return _new_handle(RecordFuture, (b, len(recs) - 1))
+                    return RecordFuture((b, len(recs) - 1))
         acc = self._acc
         if acc is None or self._closed:
             raise IllegalStateError("producer is not running: use `async with Producer(...)` or "
@@ -412,7 +411,7 @@ class Producer:
         assert n is not None and self._acc is not None
         self._check_partition(topic, partition, n)
         b = self._acc.append_batch(topic, partition, *bulk, size)
-        return _new_handle(RecordFuture, (b, 0))
+        return RecordFuture((b, 0))
 
     def _choose(self, topic: str, key: bytes | None, partition: int | None,
                 n: int) -> tuple[int, dict[str, int] | None]:
