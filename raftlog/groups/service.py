@@ -252,15 +252,17 @@ class GroupService:
 
     def _tick(self) -> None:
         now = self.clock()
-        # First, and even with no group in memory: after a restart nothing is loaded until a
-        # group's first request, and groups nobody asks about must still expire.
+        if self.coord.groups:
+            self._tick_groups(now)
+        # Even with no group in memory: after a restart nothing is loaded until a group's first
+        # request, and groups nobody asks about must still expire.
         if now >= self._next_retention_check_ms and not self._expiring:
             self._next_retention_check_ms = now + self.cfg.offsets_retention_check_interval_ms
             self._expiring = True
             assert self._spawn is not None
             self._spawn(self._expire_groups(), "offsets-retention")
-        if not self.coord.groups:
-            return
+
+    def _tick_groups(self, now: int) -> None:
         for name in [g for g in self.coord.groups if not self._still_coordinator(g)]:
             log.info("group %s: no longer its coordinator", name)
             del self.coord.groups[name]
@@ -276,14 +278,21 @@ class GroupService:
             if g.members:
                 self._empty_noted.discard(name)
             elif name not in self._empty_noted:
+                # The clock restarts now, before this tick's retention check can run.
+                since = self.wall_clock()
+                self.retention.touch(name, since)
                 self._empty_noted.add(name)
                 assert self._spawn is not None
-                self._spawn(self._note_empty(name), f"group-empty-{name}")
+                self._spawn(self._note_empty(name, since), f"group-empty-{name}")
 
     # -- offset retention (KIP-211) ---------------------------------------------------------
-    def _has_members(self, group: str) -> bool:
+    def _active(self, group: str) -> bool:
+        """Not expirable now: it has members, lost its last one since the last tick (clock not
+        reset yet), or has a rebalance pending or in flight (whose Raft write would race the
+        group's delete and could bring it back)."""
         g = self.coord.groups.get(group)
-        return g is not None and bool(g.members)
+        return g is not None and (bool(g.members) or group not in self._empty_noted
+                                  or g.proposing or g.dirty_since_ms is not None)
 
     async def _load_led_partitions(self) -> None:
         """Load every offsets partition this broker leads: state is otherwise loaded on a
@@ -303,10 +312,9 @@ class GroupService:
                     if self._loaded.get(pi.partition) != p.leader_epoch:
                         self._load(pi.partition, p)
 
-    async def _note_empty(self, group: str) -> None:
-        """Record when `group` lost its last member: its retention clock starts there."""
-        since = self.wall_clock()
-        self.retention.touch(group, since)
+    async def _note_empty(self, group: str, since: int) -> None:
+        """Record when `group` lost its last member (its retention clock starts there), so
+        the next coordinator resumes the clock."""
         try:
             p = await self.coordinate(group)
             await self._append(p, [(off.empty_key(group), off.empty_value(since), None, since)])
@@ -316,7 +324,7 @@ class GroupService:
     async def _expire_groups(self) -> None:
         try:
             await self._load_led_partitions()
-            for name in self.retention.expired(self.wall_clock(), self._has_members):
+            for name in self.retention.expired(self.wall_clock(), self._active):
                 if not self._still_coordinator(name):
                     continue
                 try:
@@ -478,15 +486,18 @@ class GroupService:
                                for t, part in sorted(cache)]
                            + [(off.empty_key(group), None, None, now)])
         self.offsets.pop(group, None)
-        self.retention.forget([group])
-        if self._has_members(group):
+        g = self.coord.groups.get(group)
+        if g is not None and g.members:
+            self.retention.forget([group])
             return len(cache)      # joined while the tombstones were written: it lives on
-        self.coord.groups.pop(group, None)
-        self._empty_noted.discard(group)
         gi = self.b.view.group(group)
         if gi is not None:
+            # On failure the retention entry stays, so the next check retries the delete.
             await self.b.call_controller("/v1/controller/delete-group",
                                          {"group": group, "expected_generation": gi.generation})
+        self.coord.groups.pop(group, None)
+        self._empty_noted.discard(group)
+        self.retention.forget([group])
         return len(cache)
 
     async def describe(self, group: str) -> dict[str, Any]:
