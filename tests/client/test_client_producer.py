@@ -275,7 +275,7 @@ async def test_null_key_fast_path_builds_the_same_batch_as_the_general_path(fake
         later = p.send("t", b"later")
         assert later.batch is b
         delta = b.records[-1][0]
-        assert delta >= 3 and b.max_ts == b.first_ts + delta and not b.uniform_ts
+        assert delta > 0 and b.max_ts == b.first_ts + delta and not b.uniform_ts
         await p.flush()
         mds = [await h for h in hs + [later]]
     assert [m.offset for m in mds] == list(range(101))
