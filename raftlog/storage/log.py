@@ -8,10 +8,11 @@ raftlog.codec.batch, raftlog.errors and raftlog.storage; never asyncio, aiohttp,
 anything from raftlog.meta/server/replication, and it never reads the clock: callers pass now_ms.
 
 Threads: single writer, not thread-safe, except `flush()` and `finish_deletes()`, which may run
-in a worker thread while the writer keeps appending. `_lock` guards only the fields flush() snapshots (segment
-list, log end, flushed offset, truncation count); flush() fsyncs dups of the segment fds
-outside it, and `_fsync_lock` serialises fsync rounds so that concurrent callers share one
-(group commit: whoever waits behind a round finds its offset already covered).
+in a worker thread while the writer keeps appending. `_lock` guards only the fields those
+snapshot (segment list, log end, flushed offset, truncation count, pending deletions); flush()
+fsyncs dups of the segment fds outside it, and `_fsync_lock` serialises fsync rounds so that
+concurrent callers share one (group commit: whoever waits behind a round finds its offset
+already covered).
 
 Durability: bytes are written with os.write (page cache) on append; they are durable once
 `flushed_offset` passes them. Policy "fsync": the caller flushes (in a thread) before
