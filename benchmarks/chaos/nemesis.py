@@ -83,11 +83,12 @@ class Nemesis:
                  "kill-random": lambda: self.rng.choice(self.nodes())}[name]()
             targets = [n]
             self.say(f"{name} node {n}")
+            old = self._broker_epoch(n)
             self.c.kill(n, signal.SIGKILL)
             time.sleep(hold_s)
             self.c.start(n)
             end = time.time()
-            self._wait_active([n], 15)
+            self._wait_rejoined(n, old, 15, full_isr=False)
         elif name.startswith("pause"):
             n = self.leader() if name == "pause-leader" else self.rng.choice(self.nodes())
             targets = [n]
@@ -135,6 +136,7 @@ class Nemesis:
             end = time.time()
         elif name.startswith("disk-full"):
             n = self.leader() if name == "disk-full-leader" else self.rng.choice(self.nodes())
+            old = self._broker_epoch(n)
             took = self.disks.fill(n)
             targets = {"node": n, "filled_mb": round(took / 2**20, 1)}
             self.say(f"{name} node {n} ({targets['filled_mb']} MB filler)")
@@ -145,14 +147,18 @@ class Nemesis:
                 targets["stopped"] = True
                 self.say(f"node {n} stopped on its full disk: restarting it")
                 self.c.start(n)
-            self._wait_active([n], 20)
+                self._wait_rejoined(n, old, 20, full_isr=False)
         elif name == "rolling":
             targets = self.nodes()
             self.say("rolling restart")
             for n in targets:
+                # as an operator would: the next node goes only once this one re-registered
+                # (a new broker epoch, not the stale registration of the stopped process) and
+                # every partition has its full ISR again
+                old = self._broker_epoch(n)
                 self.c.kill(n, signal.SIGTERM)
                 self.c.start(n)
-                self._wait_active([n], 20)
+                self._wait_rejoined(n, old, 30)
             end = time.time()
         else:
             raise ValueError(name)
@@ -160,13 +166,30 @@ class Nemesis:
         self.log(ev)
         return ev
 
-    def _wait_active(self, nodes: list[int], timeout_s: float) -> bool:
+    def _broker_epoch(self, n: int) -> int:
         try:
-            self.c.wait_ready(timeout_s, nodes=nodes)
-            return True
-        except TimeoutError:
-            self.say(f"nodes {nodes} not active after {timeout_s}s")
-            return False
+            st = self.c.ask("/v1/cluster")
+        except ConnectionError:
+            return -1
+        return next((b.get("epoch", -1) for b in st.get("brokers", []) if b["id"] == n), -1)
+
+    def _wait_rejoined(self, n: int, old_epoch: int, timeout_s: float,
+                       full_isr: bool = True) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                st = self.c.ask("/v1/cluster")
+                b = next((b for b in st.get("brokers", []) if b["id"] == n), {})
+                t = self.c.topic(self.topic)
+                if (b.get("state") == "active" and b.get("epoch", -1) > old_epoch and t
+                        and (not full_isr or all(len(p["isr"]) == len(p["replicas"])
+                                                 for p in t["partitions"]))):
+                    return True
+            except ConnectionError:
+                pass
+            time.sleep(0.2)
+        self.say(f"node {n} not back{' with a full ISR' if full_isr else ''} after {timeout_s}s")
+        return False
 
     def heal_all(self) -> None:
         self.lab.heal()
