@@ -40,6 +40,17 @@ class NodeConfig:
     http_port: int = _f(0, 1, 65535, doc="client, admin and replication API (aiohttp)")
     raft_port: int = _f(0, 1, 65535, doc="metadata Raft (pysyncobj)")
     data_dir: str = _f("", doc="partition logs and Raft journal; relative to the config file")
+    # Optional indirection for a proxy in between (the chaos harness's loopback link proxies),
+    # 0 = off. Normal configs leave them out and nothing changes.
+    advertised_http_port: int = _f(0, 0, 65535, doc="the HTTP port this node registers in "
+                                                    "metadata, which clients are told; "
+                                                    "0 = http_port")
+    dial_http_port: int = _f(0, 0, 65535, doc="where the node reading this file dials this "
+                                              "peer's HTTP API (at host); 0 = the registered "
+                                              "address")
+    dial_raft_port: int = _f(0, 0, 65535, doc="where the node reading this file dials this "
+                                              "peer's Raft port (at host); its Raft identity "
+                                              "stays host:raft_port; 0 = raft_port")
 
 
 @dataclass(frozen=True)

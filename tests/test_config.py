@@ -84,3 +84,13 @@ def test_config_is_frozen(tmp_path):
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.log.segment_bytes = 1  # type: ignore[misc]
     assert cfg.node(1).data_dir.startswith(str(tmp_path))
+
+
+def test_proxy_keys_of_a_node_are_optional_and_off_by_default(tmp_path):
+    n = _load(tmp_path, GOOD).node(1)
+    assert (n.advertised_http_port, n.dial_http_port, n.dial_raft_port) == (0, 0, 0)
+    n = _load(tmp_path, GOOD + "advertised_http_port = 7001\ndial_http_port = 7002\n"
+                               "dial_raft_port = 7003\n").node(1)
+    assert (n.advertised_http_port, n.dial_http_port, n.dial_raft_port) == (7001, 7002, 7003)
+    with pytest.raises(ConfigError, match="dial_raft_port: 70000 is above the maximum"):
+        _load(tmp_path, GOOD + "dial_raft_port = 70000\n")

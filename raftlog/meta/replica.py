@@ -43,6 +43,7 @@ from typing import Any
 
 from pysyncobj import SyncObj, SyncObjConf, SyncObjConsumer, replicated
 from pysyncobj.config import FAIL_REASON
+from pysyncobj.node import TCPNode
 from pysyncobj.syncobj import SyncObjException
 
 from raftlog import errors
@@ -97,6 +98,27 @@ def is_loopback(host: str) -> bool:
         return False                             # a DNS name: assume it is reachable from afar
 
 
+class _DialNode(TCPNode):
+    """A peer dialled somewhere else than its identity (a proxy in between).
+
+    pysyncobj names a node by its "host:port" string: a connecting node sends its own string
+    first and the receiver looks it up among its partners, so every node must know a peer by
+    the same string. Only the dial target differs per node; pysyncobj dials `node.ip:node.port`.
+    """
+
+    def __init__(self, address: str, dial: tuple[str, int]) -> None:
+        super().__init__(address)
+        self._dial = dial
+
+    @property
+    def ip(self) -> str:
+        return self._dial[0]
+
+    @property
+    def port(self) -> int:
+        return self._dial[1]
+
+
 class _MetaConsumer(SyncObjConsumer):
     """What pysyncobj replicates and snapshots: exactly one attribute, `state`."""
 
@@ -126,7 +148,11 @@ class MetaReplica:
     def __init__(self, node_id: int, peers: Mapping[int, tuple[str, int]], data_dir: str,
                  loop: asyncio.AbstractEventLoop, password: str | None = None,
                  fast: bool = False, timing: RaftTiming | None = None,
-                 log_compaction_min_entries: int = 5000) -> None:
+                 log_compaction_min_entries: int = 5000,
+                 dial: Mapping[int, tuple[str, int]] | None = None) -> None:
+        """`peers`: node id -> (host, raft port), each node's identity and listen address.
+        `dial`: optional node id -> (host, port) where this node connects to that peer instead
+        (a proxy in between); identities stay those of `peers`."""
         if node_id not in peers:
             raise errors.ConfigError(f"node {node_id} is not among the raft peers {sorted(peers)}")
         if not password and not all(is_loopback(h) for h, _ in peers.values()):
@@ -138,7 +164,10 @@ class MetaReplica:
         self._addr_to_id = {f"{h}:{p}": nid for nid, (h, p) in peers.items()}
         host, port = peers[node_id]
         self_addr = f"{host}:{port}"
-        others = sorted(a for a, nid in self._addr_to_id.items() if nid != node_id)
+        dial = dial or {}
+        others = [a if tuple(dial.get(nid, peers[nid])) == tuple(peers[nid])
+                  else _DialNode(a, (str(dial[nid][0]), int(dial[nid][1])))
+                  for a, nid in sorted(self._addr_to_id.items()) if nid != node_id]
         t = timing or (FAST_TIMING if fast else RaftTiming())
         os.makedirs(data_dir, exist_ok=True)
         self.data_dir = data_dir

@@ -44,10 +44,8 @@ class FetcherSession:
             self.task.cancel()
 
     def _url(self) -> str | None:
-        b = self.m.broker.view.broker(self.leader_id)
-        if b is None:
-            return None
-        return f"http://{b.host}:{b.http_port}/v1/replica/fetch"
+        url = self.m.broker.peer_url(self.leader_id)
+        return None if url is None else url + "/v1/replica/fetch"
 
     async def run(self) -> None:
         """Owned by the broker (spawned through the manager); cancelled on stop."""

@@ -65,9 +65,10 @@ class Broker:
         os.makedirs(self.node.data_dir, exist_ok=True)
         loop = asyncio.get_running_loop()
         peers = {n.id: (n.host, n.raft_port) for n in self.cfg.nodes}
+        dial = {n.id: (n.host, n.dial_raft_port) for n in self.cfg.nodes if n.dial_raft_port}
         self.meta = MetaReplica(self.node_id, peers, os.path.join(self.node.data_dir, "meta"),
                                 loop, password=self.cfg.cluster.secret or None,
-                                timing=raft_timing(self.cfg))
+                                timing=raft_timing(self.cfg), dial=dial)
         self.meta.add_listener(self._on_view)
         self.controller = Controller(self.meta, self.cfg, port_refuses=liveness.port_refuses)
         self.lifecycle = BrokerLifecycle(self.cfg, self.node_id, self.call_controller,
@@ -170,7 +171,16 @@ class Broker:
         if cid is None:
             return None
         n = self.cfg.node(cid)
-        return f"http://{n.host}:{n.http_port}"
+        return f"http://{n.host}:{n.dial_http_port or n.http_port}"
+
+    def peer_url(self, broker_id: int) -> str | None:
+        """Where this node sends HTTP to broker `broker_id`: the config's dial_http_port when
+        set (a proxy in between), else the address the broker registered."""
+        n = next((n for n in self.cfg.nodes if n.id == broker_id), None)
+        if n is not None and n.dial_http_port:
+            return f"http://{n.host}:{n.dial_http_port}"
+        b = self.view.broker(broker_id)
+        return None if b is None else f"http://{b.host}:{b.http_port}"
 
     def require_controller(self) -> None:
         if not self.is_controller:

@@ -44,7 +44,8 @@ class BrokerLifecycle:
                 if self.broker_epoch < 0:
                     res = await self._call("/v1/controller/register", {
                         "broker_id": self.node_id, "host": node.host,
-                        "http_port": node.http_port, "incarnation": self.incarnation},
+                        "http_port": node.advertised_http_port or node.http_port,
+                        "incarnation": self.incarnation},
                         call_timeout_s)
                     self.broker_epoch = int(res["broker_epoch"])
                     self.registered.set()
