@@ -23,8 +23,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="also run N consumers in a group that commit offsets")
     ap.add_argument("--rate", type=float, default=200.0, help="sends/s over all producers")
     ap.add_argument("--loopback", action="store_true",
-                    help="skip namespaces: 127.0.0.1, process faults only (also the automatic "
-                         "fallback when namespaces cannot be made)")
+                    help="skip namespaces: 127.0.0.1 with a TCP proxy per link (also the "
+                         "automatic fallback when namespaces cannot be made)")
     ap.add_argument("--keep-data", action="store_true")
     a = ap.parse_args(argv)
     if not 5 <= a.time <= 3600:

@@ -234,39 +234,3 @@ class NetLab:
             _run(["ip", "-n", self.node_ns(i), "neigh", "flush", "all"], check=False)
         _run(["ip", "-n", self.client_ns, "neigh", "flush", "all"], check=False)
 
-
-class LoopLab:
-    """Fallback where namespaces cannot be made: every node on 127.0.0.1 with its own ports, no
-    namespace prefix, process faults only (kill, pause, rolling). Network faults need per-node
-    addresses and per-link rules this fallback does not have; they are refused."""
-
-    family = "loopback"
-    client_ns = None
-    client_addr = "127.0.0.1"
-
-    def __init__(self, n: int):
-        self.n = n
-        self.faults: dict[int, list[str]] = {}
-
-    def up(self) -> None:
-        pass
-
-    def down(self) -> None:
-        pass
-
-    def addr(self, i: int) -> str:
-        return "127.0.0.1"
-
-    def node_ns(self, i: int) -> None:
-        return None
-
-    def exec_prefix(self, ns: str | None) -> list[str]:
-        return []
-
-    def heal(self) -> None:
-        pass
-
-    def _refuse(self, *a: object, **k: object) -> None:
-        raise NotImplementedError("network faults need the namespace lab")
-
-    drop_between = drop_from = partition = isolate = loss = _refuse

@@ -1,6 +1,11 @@
 """Node processes of a chaos run: config with the lab's addresses, `ip netns exec NS python
 node.py --config ... --node-id N` per node, SIGKILL/SIGSTOP/SIGCONT/restart by pid.
 
+With link proxies (the loopback lab: `dial` and `client_ports` given) each node gets a config
+file of its own, cluster-N.toml, naming every peer's proxy ports for that node
+(dial_http_port, dial_raft_port) and every node's client proxy port (advertised_http_port);
+clients are then given the client proxy ports. Without them, one cluster.toml for all.
+
 Cluster questions (leaders, controller, readiness) go through the Probe inside the client
 namespace; this module never opens a socket itself.
 """
@@ -43,7 +48,9 @@ class NsCluster:
     def __init__(self, workdir: str, n: int, addr: Callable[[int], str],
                  prefix: Callable[[int], list[str]], python: str, probe: Any = None,
                  extra_toml: str = "", ports: dict[int, tuple[int, int]] | None = None,
-                 data_dirs: dict[int, str] | None = None):
+                 data_dirs: dict[int, str] | None = None,
+                 dial: dict[int, dict[int, tuple[int, int]]] | None = None,
+                 client_ports: dict[int, int] | None = None):
         self.workdir = workdir
         # data dir per node, relative to workdir (the disk nemesis puts them on small tmpfs)
         self.data_dirs = data_dirs or {i: f"node-{i}" for i in range(1, n + 1)}
@@ -55,14 +62,34 @@ class NsCluster:
         self.python = python
         self.probe = probe
         os.makedirs(workdir, exist_ok=True)
-        lines = [f'[cluster]\nid = "chaos"\nsecret = "{secrets.token_hex(16)}"\n', FAST_TOML,
-                 extra_toml]
-        for i in range(1, n + 1):
-            lines.append(f'[[nodes]]\nid = {i}\nhost = "{addr(i)}"\nhttp_port = {self.ports[i][0]}\n'
-                         f'raft_port = {self.ports[i][1]}\ndata_dir = "{self.data_dirs[i]}"\n')
+        # the HTTP port clients dial: the node's own, or its client proxy's
+        self.client_ports = client_ports or {i: self.ports[i][0] for i in range(1, n + 1)}
+        head = [f'[cluster]\nid = "chaos"\nsecret = "{secrets.token_hex(16)}"\n', FAST_TOML,
+                extra_toml]
+
+        def config(me: int | None) -> str:
+            lines = list(head)
+            for i in range(1, n + 1):
+                lines.append(f'[[nodes]]\nid = {i}\nhost = "{addr(i)}"\n'
+                             f'http_port = {self.ports[i][0]}\nraft_port = {self.ports[i][1]}\n'
+                             f'data_dir = "{self.data_dirs[i]}"\n')
+                if me is not None:
+                    lines[-1] += f"advertised_http_port = {self.client_ports[i]}\n"
+                    if i != me:
+                        lines[-1] += (f"dial_http_port = {dial[me][i][0]}\n"
+                                      f"dial_raft_port = {dial[me][i][1]}\n")
+            return "\n".join(lines)
+
         self.config_path = os.path.join(workdir, "cluster.toml")
-        with open(self.config_path, "w") as fh:
-            fh.write("\n".join(lines))
+        self.config_paths = {i: self.config_path for i in range(1, n + 1)}
+        if dial is None:
+            with open(self.config_path, "w") as fh:
+                fh.write(config(None))
+        else:
+            for i in range(1, n + 1):
+                self.config_paths[i] = os.path.join(workdir, f"cluster-{i}.toml")
+                with open(self.config_paths[i], "w") as fh:
+                    fh.write(config(i))
         self.procs: dict[int, subprocess.Popen] = {}
         self.paused: set[int] = set()
 
@@ -70,11 +97,11 @@ class NsCluster:
         return os.path.join(self.workdir, self.data_dirs[i])
 
     def url(self, i: int, path: str = "") -> str:
-        return f"http://{self.addr(i)}:{self.ports[i][0]}{path}"
+        return f"http://{self.addr(i)}:{self.client_ports[i]}{path}"
 
     @property
     def bootstrap(self) -> str:
-        return ",".join(f"{self.addr(i)}:{self.ports[i][0]}" for i in range(1, self.n + 1))
+        return ",".join(f"{self.addr(i)}:{self.client_ports[i]}" for i in range(1, self.n + 1))
 
     # -- processes --------------------------------------------------------------------------
     def start(self, i: int | None = None) -> None:
@@ -85,7 +112,7 @@ class NsCluster:
             env = dict(os.environ, PYTHONUNBUFFERED="1")
             # `ip netns exec` execs the command: the pid is the node's own
             self.procs[k] = subprocess.Popen(
-                self.prefix(k) + [self.python, NODE_PY, "--config", self.config_path,
+                self.prefix(k) + [self.python, NODE_PY, "--config", self.config_paths[k],
                                   "--node-id", str(k)],
                 stdout=logf, stderr=subprocess.STDOUT, cwd=ROOT, env=env, start_new_session=True)
             logf.close()

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from benchmarks.chaos import checker, disks, netlab, replicas, report
+from benchmarks.chaos import checker, disks, looplab, netlab, replicas, report
 from benchmarks.chaos.nemesis import Nemesis, expand
 from benchmarks.chaos.nscluster import ROOT, NsCluster
 from benchmarks.chaos.nsguard import ENV as NETNS_ENV
@@ -43,7 +43,7 @@ class RunConfig:
     quiet: bool = False
     hold: tuple[float, float] = (3.0, 8.0)
     gap: tuple[float, float] = (3.0, 6.0)
-    loopback: bool = False          # force the 127.0.0.1 fallback (process faults only)
+    loopback: bool = False          # force the 127.0.0.1 fallback (per-link TCP proxies)
     allow_fallback: bool = True     # fall back when namespaces cannot be made
     extra: dict = field(default_factory=dict)
 
@@ -60,7 +60,7 @@ class Run:
         self.name = f"{stamp}-n{cfg.nodes}-{cfg.nemesis.replace(',', '+')}-s{cfg.seed}"
         self.outdir = os.path.join(cfg.results, self.name)
         self.workdir = f"/tmp/raftlog-chaos-{os.getpid()}"
-        self.lab: netlab.NetLab | None = None
+        self.lab: netlab.NetLab | looplab.LoopLab | None = None
         self.probe: Probe | None = None
         self.cluster: NsCluster | None = None
         self.disks: disks.Disks | None = None
@@ -109,12 +109,9 @@ class Run:
         if self.loopback:
             if not self.cfg.allow_fallback:
                 raise Unavailable(why or err or "")
-            net = [f for f in self.families if f.split("-")[0] in ("partition", "loss")]
-            self.say(f"network namespaces unusable ({why or err}): falling back to 127.0.0.1, "
-                     f"process faults only" + (f"; dropping {','.join(net)}" if net else ""))
-            self.families = [f for f in self.families if f not in net]
-            if not self.families:
-                raise Unavailable(f"{why or err}; and {self.cfg.nemesis} needs namespaces")
+            self.say(f"network namespaces unusable ({why or err}): falling back to 127.0.0.1 "
+                     "with an in-process TCP proxy per link (network faults are link-proxy "
+                     "faults: blackhole, one-way cut, chunk loss)")
         stale = [] if self.loopback else netlab.remove_stale()
         if stale:
             self.say(f"removed stale namespaces: {' '.join(stale)}")
@@ -139,15 +136,13 @@ class Run:
         os.makedirs(self.workdir)
         os.makedirs(self.outdir, exist_ok=True)
         n = self.cfg.nodes
-        self.lab = netlab.LoopLab(n) if self.loopback else netlab.NetLab(n)
+        self.lab = looplab.LoopLab(n, self.cfg.seed) if self.loopback else netlab.NetLab(n)
         self.lab.up()
         self.probe = Probe(self.lab.exec_prefix(self.lab.client_ns), PYTHON, ROOT)
         lab = self.lab
-        ports = None
-        if self.loopback:
-            from raftlog.testing.cluster import free_ports
-            ps = free_ports(2 * n)
-            ports = {i: (ps[i - 1], ps[n + i - 1]) for i in range(1, n + 1)}
+        links: dict[str, Any] = {}
+        if isinstance(lab, looplab.LoopLab):
+            links = {"ports": lab.ports, "dial": lab.dial, "client_ports": lab.client_ports}
         data_dirs = None
         if want_disks:
             self.disks = disks.Disks(self.workdir, n)
@@ -155,7 +150,7 @@ class Run:
             data_dirs = {i: self.disks.data_dir(i) for i in range(1, n + 1)}
         self.cluster = NsCluster(self.workdir, n, lab.addr,
                                  lambda i: lab.exec_prefix(lab.node_ns(i)), PYTHON, self.probe,
-                                 ports=ports, data_dirs=data_dirs)
+                                 data_dirs=data_dirs, **links)
 
     def _log(self, ev: dict) -> None:
         with self._lock:
