@@ -343,7 +343,7 @@ class Coordinator:
 
     # -- fencing ----------------------------------------------------------------------------
     def check_commit(self, group: str, member_id: str, generation: int,
-                     tps: Iterable[TP] = ()) -> None:
+                     tps: Iterable[TP] = (), instance_id: str | None = None) -> None:
         g = self.groups.get(group)
         if not member_id:
             if g is not None and g.members:
@@ -357,6 +357,10 @@ class Coordinator:
             raise error(ErrorCode.UNKNOWN_MEMBER_ID,
                         f"member {member_id!r} is not in group {group!r}: the group has "
                         "rebalanced without it; rejoin")
+        if instance_id and m.instance_id and instance_id != m.instance_id:
+            raise error(ErrorCode.FENCED_INSTANCE_ID,
+                        f"member {member_id!r} of group {group!r} is group_instance_id "
+                        f"{m.instance_id!r}, not {instance_id!r}")
         if generation != m.generation:
             raise error(ErrorCode.ILLEGAL_GENERATION,
                         f"commit for generation {generation}, but member {member_id!r} is at "

@@ -31,6 +31,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("raftlog.groups")
 
+# One offset commit: (group, member_id, generation, [(topic, partition, offset, metadata)],
+# group_instance_id or None) -- the arguments of GroupService.commit.
+CommitArgs = tuple[str, str, int, list[tuple[str, int, int, str]], str | None]
+
 TICK_MS = 50
 TOPIC_WAIT_S = 15.0
 COMMIT_TIMEOUT_S = 15.0
@@ -367,10 +371,11 @@ class GroupService:
 
     # -- offsets ----------------------------------------------------------------------------
     async def commit(self, group: str, member_id: str, generation: int,
-                     entries: list[tuple[str, int, int, str]]) -> None:
+                     entries: list[tuple[str, int, int, str]],
+                     instance_id: str | None = None) -> None:
         p = await self.coordinate(group)
         self.coord.check_commit(group, member_id, generation,
-                                [(t, part) for t, part, _o, _md in entries])
+                                [(t, part) for t, part, _o, _md in entries], instance_id)
         if not entries:
             return
         now = self.wall_clock()
@@ -382,6 +387,24 @@ class GroupService:
         cache = self.offsets.setdefault(group, {})
         cache.update(values)
         self.retention.touch(group, now)
+
+    async def commit_batch(self, commits: list[CommitArgs | RaftlogError]
+                           ) -> list[RaftlogError | None]:
+        """Several groups' offset commits from one request (a client coalescing its commits
+        per coordinator node): each is validated and applied by `commit`, independently — a
+        stale generation fails its own entry only — and, being queued in the same loop turn,
+        they share appends (one per offsets partition, see _append). Each entry's result
+        (None = committed) is known once the high watermark passes its records. An entry that
+        is already an error (malformed) stays that error."""
+        async def one(c: CommitArgs | RaftlogError) -> RaftlogError | None:
+            if isinstance(c, RaftlogError):
+                return c
+            try:
+                await self.commit(*c)
+            except RaftlogError as exc:
+                return exc
+            return None
+        return list(await asyncio.gather(*(one(c) for c in commits)))
 
     async def _append(self, p: Partition, records: list[tuple[Any, Any, Any, int]]) -> None:
         """Append offset records and return once they are committed (like acks=all).

@@ -10,9 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from raftlog.errors import ErrorCode, error
+from raftlog.errors import ErrorCode, RaftlogError, error
 from raftlog.groups.coordinator import DEFAULT_REBALANCE_TIMEOUT_MS, DEFAULT_SESSION_TIMEOUT_MS
 from raftlog.server.http import answer, field, read_body
+
+# Commits per offset-commit-batch request at most (clients send up to their
+# max_commit_batch_entries, 200 by default).
+COMMIT_BATCH_MAX_ENTRIES = 10_000
 
 if TYPE_CHECKING:
     from raftlog.server.broker import Broker
@@ -26,6 +30,7 @@ def routes(broker: Broker) -> list[web.RouteDef]:
         web.post("/v1/groups/heartbeat", h.heartbeat),
         web.post("/v1/groups/leave", h.leave),
         web.post("/v1/groups/offset-commit", h.offset_commit),
+        web.post("/v1/groups/offset-commit-batch", h.offset_commit_batch),
         web.post("/v1/groups/offset-fetch", h.offset_fetch),
         web.post("/v1/groups/list", h.list_groups),
         web.get("/v1/groups", h.list_groups),
@@ -58,6 +63,28 @@ def _topics(body: dict[str, Any]) -> list[str] | None:
     if not isinstance(ts, list) or not all(isinstance(t, str) for t in ts):
         raise error(ErrorCode.INVALID_REQUEST, "'topics' must be a list of topic names")
     return ts
+
+
+def _commit_args(body: Any) -> tuple[str, str, int, list[tuple[str, int, int, str]],
+                                     str | None]:
+    """One OffsetCommit ({group, member_id?, generation?, group_instance_id?, offsets}) as the
+    arguments of GroupService.commit."""
+    if not isinstance(body, dict):
+        raise error(ErrorCode.INVALID_REQUEST, "a commit must be an object")
+    group = field(body, "group", str)
+    entries = []
+    for e in field(body, "offsets", list):
+        if not (isinstance(e, dict) and isinstance(e.get("topic"), str)
+                and type(e.get("partition")) is int and type(e.get("offset")) is int
+                and e["offset"] >= 0):
+            raise error(ErrorCode.INVALID_REQUEST, "each offsets entry needs 'topic', "
+                        "'partition' and an 'offset' >= 0")
+        md = e.get("metadata") or ""
+        if not isinstance(md, str) or len(md) > 4096:
+            raise error(ErrorCode.INVALID_REQUEST, "'metadata' must be a string (<= 4096)")
+        entries.append((e["topic"], e["partition"], e["offset"], md))
+    return (group, field(body, "member_id", str, ""), field(body, "generation", int, -1),
+            entries, field(body, "group_instance_id", str, "") or None)
 
 
 class GroupHandlers:
@@ -108,22 +135,26 @@ class GroupHandlers:
         return answer(request, {"left": left})
 
     async def offset_commit(self, request: web.Request) -> web.Response:
-        body = await read_body(request)
-        group = field(body, "group", str)
-        entries = []
-        for e in field(body, "offsets", list):
-            if not (isinstance(e, dict) and isinstance(e.get("topic"), str)
-                    and type(e.get("partition")) is int and type(e.get("offset")) is int
-                    and e["offset"] >= 0):
-                raise error(ErrorCode.INVALID_REQUEST, "each offsets entry needs 'topic', "
-                            "'partition' and an 'offset' >= 0")
-            md = e.get("metadata") or ""
-            if not isinstance(md, str) or len(md) > 4096:
-                raise error(ErrorCode.INVALID_REQUEST, "'metadata' must be a string (<= 4096)")
-            entries.append((e["topic"], e["partition"], e["offset"], md))
-        await self.svc.commit(group, field(body, "member_id", str, ""),
-                              field(body, "generation", int, -1), entries)
-        return answer(request, {"committed": len(entries)})
+        c = _commit_args(await read_body(request))
+        await self.svc.commit(*c)
+        return answer(request, {"committed": len(c[3])})
+
+    async def offset_commit_batch(self, request: web.Request) -> web.Response:
+        """Several groups' commits in one request; each entry answers for itself."""
+        commits = field(await read_body(request), "commits", list)
+        if len(commits) > COMMIT_BATCH_MAX_ENTRIES:
+            raise error(ErrorCode.INVALID_REQUEST, f"{len(commits)} commits in one request "
+                        f"(at most {COMMIT_BATCH_MAX_ENTRIES})")
+        parsed: list[Any] = []
+        for e in commits:
+            try:
+                parsed.append(_commit_args(e))
+            except RaftlogError as exc:
+                parsed.append(exc)      # a malformed entry fails alone
+        results = await self.svc.commit_batch(parsed)
+        return answer(request, {"results": [
+            {"committed": len(c[3])} if exc is None else exc.to_wire()
+            for c, exc in zip(parsed, results)]})
 
     async def offset_fetch(self, request: web.Request) -> web.Response:
         body = await read_body(request)
