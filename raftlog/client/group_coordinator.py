@@ -3,7 +3,8 @@
 Owns: finding the group's coordinator (and following it when it moves), joining, the background
 heartbeat task that reports the partitions this consumer owns and applies the assignment the
 coordinator answers with (revoking, then assigning, with the rebalance listener's callbacks),
-committed-offset commits (generation-fenced) and fetches, auto-commit, leaving the group when the
+committed-offset commits (generation-fenced; coalesced with the process's other commits to the
+same coordinator node by raftlog/client/commit_batcher.py) and fetches, auto-commit, leaving the group when the
 application stops calling getmany() for `max_poll_interval_ms`, and leaving cleanly on stop.
 
 It drives `SubscriptionState.assign_from_group()`; the fetcher does not know groups exist.
@@ -18,6 +19,7 @@ import re
 import time
 from typing import Any, Callable, Iterable
 
+from raftlog.client import commit_batcher
 from raftlog.client.client import Client
 from raftlog.client.structs import TopicPartition
 from raftlog.client.subscription import SubscriptionState
@@ -111,6 +113,7 @@ class GroupMember:
         self._last_auto_commit = time.monotonic()
         self._last_pattern = 0.0
         self._closing = False
+        self._batcher: commit_batcher.CommitBatcher | None = None   # shared, see commit()
 
     # -- subscription -----------------------------------------------------------------------
     def subscribe(self, topics: Iterable[str] = (), pattern: str | None = None,
@@ -148,18 +151,23 @@ class GroupMember:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
-        if self.member_id is None:
-            return
         try:
-            if self.auto_commit:
-                await self.commit_positions(self.owned)
-        except RaftlogError as exc:
-            log.info("group %s: final commit failed: %s", self.group_id, exc)
-        try:
-            await self._revoke(set(self.owned))
-        except Exception:
-            log.exception("group %s: on_partitions_revoked failed", self.group_id)
-        await self._leave()
+            if self.member_id is None:
+                return
+            try:
+                if self.auto_commit:
+                    await self.commit_positions(self.owned)
+            except RaftlogError as exc:
+                log.info("group %s: final commit failed: %s", self.group_id, exc)
+            try:
+                await self._revoke(set(self.owned))
+            except Exception:
+                log.exception("group %s: on_partitions_revoked failed", self.group_id)
+            await self._leave()
+        finally:
+            if self._batcher is not None:
+                batcher, self._batcher = self._batcher, None
+                await commit_batcher.release(batcher)
 
     async def _leave(self) -> None:
         if self.member_id is None:
@@ -181,6 +189,13 @@ class GroupMember:
 
     async def _request(self, path: str, body: dict[str, Any],
                        timeout_ms: float | None = None) -> Any:
+        return await self._with_coordinator(
+            lambda url, t: self.client.transport.post_msgpack(url, path, body, t), timeout_ms)
+
+    async def _with_coordinator(self, call: Callable[[str, float], Any],
+                                timeout_ms: float | None = None) -> Any:
+        """`call(coordinator_url, timeout_ms)`, finding the coordinator first and following it
+        (NOT_COORDINATOR) or retrying (other retriable errors) until the timeout."""
         total = self.client.request_timeout_ms if timeout_ms is None else timeout_ms
         deadline = time.monotonic() + total / 1000
         backoff = self.client.retry_backoff_ms / 1000
@@ -194,8 +209,7 @@ class GroupMember:
                 if self.coordinator_url is None:
                     self.coordinator_url = await self._find(left_ms)
                 left_ms = max(1.0, (deadline - time.monotonic()) * 1000)
-                return await self.client.transport.post_msgpack(
-                    self.coordinator_url, path, body, min(left_ms, self.session_timeout_ms))
+                return await call(self.coordinator_url, min(left_ms, self.session_timeout_ms))
             except RaftlogError as exc:
                 if exc.code not in _RETRY or time.monotonic() >= deadline:
                     raise
@@ -360,9 +374,13 @@ class GroupMember:
                                         "(joining or rebalanced): commit refused")
             body = {"group": self.group_id, "member_id": self.member_id,
                     "generation": self.generation if generation is None else generation,
-                    "offsets": entries}
+                    "group_instance_id": self.instance_id or "", "offsets": entries}
+            if self._batcher is None:
+                self._batcher = await commit_batcher.acquire()
+            batcher = self._batcher
             try:
-                await self._request("/v1/groups/offset-commit", body)
+                # Coalesced with the process's other commits to the same coordinator node.
+                await self._with_coordinator(lambda url, t: batcher.commit(url, body, t))
             except RaftlogError as exc:
                 if exc.code in _FENCED:
                     self.wake()

@@ -207,6 +207,65 @@ async def test_stale_generation_commit_refused(shared):
         await cons.stop()
 
 
+async def test_concurrent_commits_of_many_groups_are_coalesced(shared):
+    """Commits of many groups in one process go out as a few batch requests (one in flight per
+    coordinator node); each is acknowledged with its own result, a stale generation fails its
+    own commit only, and every committed offset reads back."""
+    await make_topic(shared, "coalesce", 2)
+    n = 24
+    cs = [Consumer("coalesce", bootstrap_servers=shared.bootstrap, group_id=f"g-co-{i}",
+                   enable_auto_commit=False, **FAST) for i in range(n)]
+    try:
+        await asyncio.gather(*(c.start() for c in cs))
+        await eventually(lambda: all(len(c.assignment()) == 2 for c in cs), 30, "assignments")
+        groups = [c._group for c in cs]
+        assert all(g is not None for g in groups)
+        batcher = groups[0]._batcher or None
+        tp0, tp1 = TopicPartition("coalesce", 0), TopicPartition("coalesce", 1)
+
+        async def commit(i: int) -> Any:
+            g = groups[i]
+            offsets = {tp0: (100 + i, f"md-{i}"), tp1: 200 + i}
+            if i == 5:              # one stale generation among the others
+                return await g.commit(offsets, generation=g.generation - 1)
+            return await g.commit(offsets)
+        for round_ in range(2):      # the first round also finds the coordinators
+            res = await asyncio.gather(*(commit(i) for i in range(n)), return_exceptions=True)
+            for i, r in enumerate(res):
+                if i == 5:
+                    assert isinstance(r, CommitFailedError), r
+                    assert r.code is ErrorCode.ILLEGAL_GENERATION
+                else:
+                    assert r is None, (i, r)
+            batcher = groups[0]._batcher
+            assert batcher is not None and all(g._batcher is batcher for g in groups)
+            if round_ == 0:
+                before = batcher.requests
+        # Coordinators known: n commits in a few requests (one per node, plus a next batch
+        # for a commit that waited for its member's heartbeat to answer).
+        assert batcher.requests - before <= n // 3, batcher.requests - before
+        for i, c in enumerate(cs):
+            want = (None, None) if i == 5 else (100 + i, 200 + i)
+            assert (await c.committed(tp0), await c.committed(tp1)) == want, i
+
+        # The raw protocol: one request, each entry answered alone (a stale generation, a
+        # malformed entry and a good one).
+        g = groups[0]
+        body = {"commits": [
+            {"group": g.group_id, "member_id": g.member_id, "generation": g.generation,
+             "offsets": [{"topic": "coalesce", "partition": 0, "offset": 7}]},
+            {"group": g.group_id, "member_id": g.member_id, "generation": g.generation - 1,
+             "offsets": [{"topic": "coalesce", "partition": 1, "offset": 8}]},
+            {"group": g.group_id, "offsets": [{"topic": "coalesce", "partition": 1}]}]}
+        res = post_msgpack(g.coordinator_url + "/v1/groups/offset-commit-batch", body)["results"]
+        assert res[0] == {"committed": 1}
+        assert res[1]["error"] == "ILLEGAL_GENERATION"
+        assert res[2]["error"] == "INVALID_REQUEST"
+        assert (await cs[0].committed(tp0), await cs[0].committed(tp1)) == (7, 200)
+    finally:
+        await asyncio.gather(*(c.stop() for c in cs))
+
+
 # -- processes --------------------------------------------------------------------------------
 def spawn_worker(c: ProcessCluster, topic: str, group: str, out: str, name: str,
                  session_ms: int = 2000, process_ms: int = 0) -> subprocess.Popen:
