@@ -70,7 +70,7 @@ class Broker:
                                 loop, password=self.cfg.cluster.secret or None,
                                 timing=raft_timing(self.cfg), dial=dial)
         self.meta.add_listener(self._on_view)
-        self.controller = Controller(self.meta, self.cfg, port_refuses=liveness.port_refuses)
+        self.controller = Controller(self.meta, self.cfg, port_refuses=self._port_refuses)
         self.lifecycle = BrokerLifecycle(self.cfg, self.node_id, self.call_controller,
                                          lambda: self.view.version)
         self.replicas = ReplicaManager(self)
@@ -92,6 +92,16 @@ class Broker:
         self._spawn(self.lifecycle.run(), "lifecycle")
         await self.replicas.start(self._spawn)
         self.groups.start(self._spawn)
+
+    async def _port_refuses(self, host: str, port: int, timeout_s: float) -> bool:
+        """The controller's liveness probe of a broker's registered address, sent the way this
+        node reaches that broker: at its dial_http_port when the config sets one."""
+        for n in self.cfg.nodes:
+            if n.dial_http_port and (host, port) == (n.host, n.advertised_http_port
+                                                     or n.http_port):
+                host, port = n.host, n.dial_http_port
+                break
+        return await liveness.port_refuses(host, port, timeout_s)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=name)
