@@ -207,6 +207,12 @@ def test_static_member_rejoins_without_rebalance():
         h.c.check_commit("g", a, gen)
     assert h.c.leave("g", a, "i-a", h.now) is False
     assert r["member_id"] in h.c.groups["g"].members
+    # a commit naming its instance id is checked against it (none named: not checked)
+    new = r["member_id"]
+    h.c.check_commit("g", new, gen, instance_id="i-a")
+    h.c.check_commit("g", new, gen)
+    with pytest.raises(FencedInstanceIdError):
+        h.c.check_commit("g", new, gen, instance_id="i-b")
 
 
 def test_restore_after_coordinator_move_keeps_members():
