@@ -65,7 +65,10 @@ def main(argv: list[str] | None = None) -> int:
                                cwd=ROOT, capture_output=True, text=True,
                                timeout=a.time + 600)
             new = set(glob.glob(os.path.join(ROOT, "results", "chaos", "2*", "result.json")))
-            made = sorted(new - before)
+            # only this run's own result: a run started by hand meanwhile writes there too
+            tag = f"-n{a.nodes}-{nem.replace(',', '+')}-s{seed}"
+            made = sorted(r for r in new - before
+                          if os.path.basename(os.path.dirname(r)).endswith(tag))
             if not made:
                 print(f"{nem} seed {seed}: no result (rc {p.returncode}): "
                       f"{(p.stderr or p.stdout).strip()[-300:]}", flush=True)
