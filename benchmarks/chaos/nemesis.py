@@ -5,8 +5,10 @@ Names (`--nemesis` takes a comma list; a family name picks one of its members ea
   kill        = kill-leader | kill-controller | kill-random      SIGKILL, restart after the hold
   pause       = pause-leader | pause-random                      SIGSTOP, SIGCONT after the hold
   partition   = partition-leader | partition-halves | partition-bridge | partition-oneway
-                (nft drop rules inside the node namespaces; heal = delete the tables)
-  loss        random loss of 20-40 % of every node's packets (nft numgen)
+                (nft drop rules inside the node namespaces; heal = delete the tables; in the
+                loopback lab, blocked directions in the link proxies: looplab.py)
+  loss        random loss of 20-40 % of every node's packets (nft numgen; in the loopback
+                lab, delayed chunks in the link proxies)
   rolling     rolling restart: SIGTERM each node in turn, restart, wait until active
   disk        = disk-full-leader | disk-full-random                fill the node's tmpfs data
                 disk (ENOSPC on every write), free it after the hold; a node that died of it

@@ -289,7 +289,8 @@ class Run:
                     info += 1
             self.say(f"ops {inv}  acked {ok}  indeterminate/failed {info}  "
                      f"nodes up {sum(self.cluster.alive(i) for i in range(1, self.cfg.nodes + 1))}"
-                     f"  paused {sorted(self.cluster.paused)}  nft {sorted(self.lab.faults)}")
+                     f"  paused {sorted(self.cluster.paused)}  "
+                     f"{'links' if self.loopback else 'nft'} {sorted(self.lab.faults)}")
 
 
 def _read_jsonl(path: str) -> list[dict]:
