@@ -9,9 +9,10 @@
    until the survivors own everything again. The group's rebalance delay ([groups]
    rebalance_delay_ms, 100 ms default) is included and reported.
 2. Committed-offset throughput: `--groups` groups, each with one member, commit concurrently
-   (one OffsetCommit request per commit, one commit in flight per member, `--per-commit`
-   offsets per request) for `--seconds`; every commit is acknowledged only after the offsets
-   topic's high watermark passes it. As Kafka's figures, the rate counts commits across many
+   (one commit in flight per member, `--per-commit` offsets each; the process's concurrent
+   commits are coalesced per coordinator node into offset-commit-batch requests, whose count is
+   reported) for `--seconds`; every commit is acknowledged only after the offsets topic's high
+   watermark passes it. As Kafka's figures, the rate counts commits across many
    committers: a single committer is bound by the replication round trip, not by the server.
    Prints the CPU of the client and of each node; `--py-spy DIR` samples the nodes during the
    commit phase (summarise with benchmarks/pyspy_top.py).
@@ -72,7 +73,8 @@ async def bench_rebalance(c: ProcessCluster, n: int, strategy: str) -> tuple[flo
 
 
 async def bench_commits(c: ProcessCluster, groups: int, per_commit: int, seconds: float,
-                        py_spy: str | None, profile: str | None) -> tuple[int, int, float, str, list[float]]:
+                        py_spy: str | None, profile: str | None
+                        ) -> tuple[int, int, float, str, list[float], int]:
     topic = f"commits-{per_commit}"
     async with Admin(c.bootstrap) as a:
         await a.create_topic(topic, partitions=per_commit, replication_factor=3)
@@ -100,6 +102,11 @@ async def bench_commits(c: ProcessCluster, groups: int, per_commit: int, seconds
             await x.commit({TopicPartition(topic, p): i for p in range(per_commit)})
             latencies.append(time.perf_counter() - t)
             requests += 1
+
+    def batch_requests() -> int:
+        b = cs[0]._group._batcher if cs[0]._group else None
+        return b.requests if b is not None else 0
+    sent0 = batch_requests()
     pids = {n: p.pid for n, p in c.procs.items()}
     spies = start_py_spy(os.path.join(py_spy, f"per{per_commit}"), pids, seconds + 5) \
         if py_spy else []
@@ -109,11 +116,13 @@ async def bench_commits(c: ProcessCluster, groups: int, per_commit: int, seconds
         await asyncio.gather(*(loop(x) for x in cs))
         elapsed = time.perf_counter() - t0
     cpu.stop()
+    batches = batch_requests() - sent0
     stop_py_spy(spies)
     for line in prof.report(15, requests):
         print(line)
     await asyncio.gather(*(x.stop() for x in cs))
-    return requests, requests * per_commit, elapsed, cpu.report(), sorted(latencies)
+    return (requests, requests * per_commit, elapsed, cpu.report(), sorted(latencies),
+            batches)
 
 
 async def main() -> None:
@@ -141,12 +150,14 @@ async def main() -> None:
             figures.append(f"stable assignment after one of {args.consumers} leaves "
                            f"({strategy}): {leave * 1000:.0f} ms")
         for per in [int(x) for x in args.per_commit.split(",")]:
-            reqs, offs, el, cpu, lat = await bench_commits(c, args.groups, per, args.seconds,
+            reqs, offs, el, cpu, lat, batches = await bench_commits(c, args.groups, per, args.seconds,
                                                            args.py_spy, args.profile)
             p50, p99 = (lat[len(lat) // 2], lat[int(len(lat) * 0.99)]) if lat else (0.0, 0.0)
             figures.append(f"offset commits, {args.groups} groups, {per} offset(s) per commit: "
                            f"{reqs / el:,.0f} commits/s ({offs / el:,.0f} offsets/s), latency "
-                           f"p50 {p50 * 1000:.1f} ms p99 {p99 * 1000:.1f} ms; {cpu}")
+                           f"p50 {p50 * 1000:.1f} ms p99 {p99 * 1000:.1f} ms, "
+                           f"{batches} batch requests ({reqs / max(1, batches):.1f} commits "
+                           f"each); {cpu}")
         print("\n--- figures (3 nodes on one machine, RF=3, acks=all; rebalance_delay_ms=100 "
               "included) ---")
         for f in figures:
