@@ -105,7 +105,7 @@ async def bench_commits(c: ProcessCluster, groups: int, per_commit: int, seconds
 
     def batch_requests() -> int:
         b = cs[0]._group._batcher if cs[0]._group else None
-        return b.requests if b is not None else 0
+        return b.commits.requests if b is not None else 0
     sent0 = batch_requests()
     pids = {n: p.pid for n, p in c.procs.items()}
     spies = start_py_spy(os.path.join(py_spy, f"per{per_commit}"), pids, seconds + 5) \

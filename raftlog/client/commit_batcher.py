@@ -1,19 +1,21 @@
-"""CommitBatcher: offset commits of one process coalesced per coordinator node (Kafka amortises
+"""Offset commits (and fetches) of one process coalesced per coordinator node (Kafka amortises
 per-request cost over one connection the same way).
 
-Owns: the queue of commits waiting for each coordinator node, the one batch request in flight
+Owns: the queue of entries waiting for each coordinator node, the one batch request in flight
 per node, and handing each caller its own entry's answer. Commits issued in the same event-loop
 turn, or while a batch to that node is in flight, go out as ONE `POST
 /v1/groups/offset-commit-batch` `{commits: [{group, member_id, generation, group_instance_id,
 offsets}]}`; the broker validates and applies each entry independently and answers
 `{results: [{committed} or {error, message, hint}]}` once the high watermark passes each entry.
+Offset fetches go the same way through `POST /v1/groups/offset-fetch-batch` `{fetches: [{group,
+partitions?}]}` -> `{results: [{group, offsets} or error]}`.
 A refused entry (stale generation, moved coordinator) fails only its caller; a failed request
 (connection lost, timeout) fails every caller of that batch, and callers retry as they would a
-single request (raftlog/client/group_coordinator.py). At most `max_commit_batch_entries` entries
+single request (raftlog/client/group_coordinator.py). At most `max_batch_entries` entries
 per request; the rest form the next batch.
 
-Every GroupMember of the process (one per Consumer, whatever its Client) shares the batcher of
-its event loop (`acquire` / `release`), which sends over its own Transport, closed with the
+Every GroupMember of the process (one per Consumer, whatever its Client) shares the batchers of
+its event loop (`acquire` / `release`), which send over their own Transport, closed with the
 last member. Imports the client's transport and `errors`; never raftlog.server.
 """
 from __future__ import annotations
@@ -26,10 +28,12 @@ from typing import Any, Awaitable, Callable
 from raftlog.client.transport import Transport
 from raftlog.errors import ErrorCode, RaftlogError, error, from_wire
 
-BATCH_PATH = "/v1/groups/offset-commit-batch"
-# Commits per batch request at most: bounds the request (a 50-offset commit is ~2.5 KB) and the
+COMMIT_BATCH_PATH = "/v1/groups/offset-commit-batch"
+FETCH_BATCH_PATH = "/v1/groups/offset-fetch-batch"
+# Entries per batch request at most: bounds the request (a 50-offset commit is ~2.5 KB) and the
 # broker's work per request; the broker accepts up to 10,000.
 MAX_COMMIT_BATCH_ENTRIES = 200
+MAX_FETCH_BATCH_ENTRIES = 200
 
 Send = Callable[[str, str, dict[str, Any], float], Awaitable[Any]]
 
@@ -43,45 +47,49 @@ class _Waiter:
         self.deadline = deadline
 
 
-class CommitBatcher:
-    """`send(url, path, body, timeout_ms)` posts one request and returns its decoded answer
-    (Transport.post_msgpack; a fake in tests)."""
+class RequestBatcher:
+    """Entries for `path` coalesced per node into `{key: [entry, ...]}` requests answered
+    `{results: [...]}`. `send(url, path, body, timeout_ms)` posts one request and returns its
+    decoded answer (Transport.post_msgpack; a fake in tests)."""
 
-    def __init__(self, send: Send, *, max_commit_batch_entries: int = MAX_COMMIT_BATCH_ENTRIES,
+    def __init__(self, send: Send, path: str = COMMIT_BATCH_PATH, key: str = "commits", *,
+                 max_batch_entries: int = MAX_COMMIT_BATCH_ENTRIES,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        if max_commit_batch_entries < 1:
-            raise ValueError("max_commit_batch_entries must be >= 1")
+        if max_batch_entries < 1:
+            raise ValueError("max_batch_entries must be >= 1")
         self._send = send
-        self.max_entries = max_commit_batch_entries
+        self.path = path
+        self.key = key
+        self.max_entries = max_batch_entries
         self._clock = clock
         self._queues: dict[str, list[_Waiter]] = {}
         self._in_flight: set[str] = set()          # nodes with a batch on the wire (or due)
         self._tasks: set[asyncio.Task[None]] = set()
         self.requests = 0                           # batch requests sent (for tests, benches)
 
-    async def commit(self, url: str, entry: dict[str, Any], timeout_ms: float) -> Any:
-        """Commit one group's offsets (`entry` as in the batch request) through the coordinator
-        at `url`; its own answer ({committed}) or its own error as a RaftlogError."""
+    async def submit(self, url: str, entry: dict[str, Any], timeout_ms: float) -> Any:
+        """One entry (one group's commit or fetch, as in the batch request) through the
+        coordinator at `url`; its own answer or its own error as a RaftlogError."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         timeout_s = max(timeout_ms, 1) / 1000
         self._queues.setdefault(url, []).append(_Waiter(entry, fut, self._clock() + timeout_s))
         if url not in self._in_flight:
             self._in_flight.add(url)
-            loop.call_soon(self._flush, url)     # after every commit of this loop turn
+            loop.call_soon(self._flush, url)     # after every entry of this loop turn
         try:
             # A caller that gives up cancels only its own future: the batch carries on.
             res = await asyncio.wait_for(fut, timeout_s)
         except asyncio.TimeoutError:
             raise error(ErrorCode.REQUEST_TIMED_OUT,
-                        f"no answer to the offset commit from {url} within "
+                        f"no answer from {url}{self.path} within "
                         f"{timeout_ms:.0f} ms") from None
         if isinstance(res, dict) and isinstance(res.get("error"), str):
             raise from_wire(res)
         return res
 
     def _flush(self, url: str) -> None:
-        """Send the waiting commits of `url` (up to max_entries) as one request, or note that
+        """Send the waiting entries of `url` (up to max_entries) as one request, or note that
         nothing is in flight to it any more."""
         queue = self._queues.get(url) or []
         batch: list[_Waiter] = []
@@ -98,7 +106,7 @@ class CommitBatcher:
             self._in_flight.discard(url)
             return
         task = asyncio.get_running_loop().create_task(self._send_batch(url, batch),
-                                                      name="raftlog-commit-batch")
+                                                      name="raftlog-group-batch")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -106,12 +114,12 @@ class CommitBatcher:
         timeout_ms = max(1.0, (max(w.deadline for w in batch) - self._clock()) * 1000)
         self.requests += 1
         try:
-            ans = await self._send(url, BATCH_PATH, {"commits": [w.entry for w in batch]},
+            ans = await self._send(url, self.path, {self.key: [w.entry for w in batch]},
                                    timeout_ms)
             results = ans.get("results") if isinstance(ans, dict) else None
             if not isinstance(results, list) or len(results) != len(batch):
                 raise error(ErrorCode.UNKNOWN_SERVER_ERROR,
-                            f"{url}{BATCH_PATH} answered {len(batch)} commits with "
+                            f"{url}{self.path} answered {len(batch)} entries with "
                             f"{'no' if not isinstance(results, list) else len(results)} results")
             for w, r in zip(batch, results):
                 if not w.future.done():
@@ -124,12 +132,12 @@ class CommitBatcher:
             for w in batch:
                 if not w.future.done():
                     w.future.set_exception(
-                        error(ErrorCode.UNKNOWN_SERVER_ERROR, f"offset commit batch failed: "
+                        error(ErrorCode.UNKNOWN_SERVER_ERROR, f"{self.path} batch failed: "
                               f"{type(exc).__name__}: {exc}"))
             if not isinstance(exc, Exception):
                 raise
         finally:
-            # Commits queued meanwhile go out now as the next batch.
+            # Entries queued meanwhile go out now as the next batch.
             asyncio.get_running_loop().call_soon(self._flush, url)
 
     async def close(self) -> None:
@@ -138,37 +146,42 @@ class CommitBatcher:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-# -- one batcher per event loop, shared by every GroupMember of the process -----------------------
-class _Shared:
+# -- one pair of batchers per event loop, shared by every GroupMember of the process ------------
+class GroupBatchers:
+    """The commit and fetch batchers of one event loop, over one transport."""
+
     def __init__(self) -> None:
         self.transport = Transport()
-        self.batcher = CommitBatcher(self.transport.post_msgpack)
+        self.commits = RequestBatcher(self.transport.post_msgpack, COMMIT_BATCH_PATH, "commits",
+                                      max_batch_entries=MAX_COMMIT_BATCH_ENTRIES)
+        self.fetches = RequestBatcher(self.transport.post_msgpack, FETCH_BATCH_PATH, "fetches",
+                                      max_batch_entries=MAX_FETCH_BATCH_ENTRIES)
         self.users = 0
 
 
-_shared: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Shared]" = \
+_shared: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, GroupBatchers]" = \
     weakref.WeakKeyDictionary()
 
 
-async def acquire() -> CommitBatcher:
-    """The running loop's batcher (its transport started); pair with `release`."""
+async def acquire() -> GroupBatchers:
+    """The running loop's batchers (their transport started); pair with `release`."""
     loop = asyncio.get_running_loop()
     s = _shared.get(loop)
     if s is None:
-        s = _shared[loop] = _Shared()
+        s = _shared[loop] = GroupBatchers()
     s.users += 1
     await s.transport.start()
-    return s.batcher
+    return s
 
 
-async def release(batcher: CommitBatcher) -> None:
-    """One user fewer; the last one closes the batcher's transport."""
+async def release(batchers: GroupBatchers) -> None:
+    """One user fewer; the last one closes the batchers' transport."""
     loop = asyncio.get_running_loop()
-    s = _shared.get(loop)
-    if s is None or s.batcher is not batcher:
+    if _shared.get(loop) is not batchers:
         return
-    s.users -= 1
-    if s.users <= 0:
+    batchers.users -= 1
+    if batchers.users <= 0:
         del _shared[loop]
-        await s.batcher.close()
-        await s.transport.close()
+        await batchers.commits.close()
+        await batchers.fetches.close()
+        await batchers.transport.close()

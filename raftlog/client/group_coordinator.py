@@ -3,9 +3,10 @@
 Owns: finding the group's coordinator (and following it when it moves), joining, the background
 heartbeat task that reports the partitions this consumer owns and applies the assignment the
 coordinator answers with (revoking, then assigning, with the rebalance listener's callbacks),
-committed-offset commits (generation-fenced; coalesced with the process's other commits to the
-same coordinator node by raftlog/client/commit_batcher.py) and fetches, auto-commit, leaving the group when the
-application stops calling getmany() for `max_poll_interval_ms`, and leaving cleanly on stop.
+committed-offset commits (generation-fenced) and fetches, both coalesced with the process's
+others to the same coordinator node (raftlog/client/commit_batcher.py), auto-commit, leaving the
+group when the application stops calling getmany() for `max_poll_interval_ms`, and leaving
+cleanly on stop.
 
 It drives `SubscriptionState.assign_from_group()`; the fetcher does not know groups exist.
 Imports the client's modules and `errors`; never raftlog.server/meta/storage/replication.
@@ -113,7 +114,8 @@ class GroupMember:
         self._last_auto_commit = time.monotonic()
         self._last_pattern = 0.0
         self._closing = False
-        self._batcher: commit_batcher.CommitBatcher | None = None   # shared, see commit()
+        self._batcher: commit_batcher.GroupBatchers | None = None   # shared, see _batchers()
+        self._released = False                      # stop() gave the batchers back
 
     # -- subscription -----------------------------------------------------------------------
     def subscribe(self, topics: Iterable[str] = (), pattern: str | None = None,
@@ -165,6 +167,7 @@ class GroupMember:
                 log.exception("group %s: on_partitions_revoked failed", self.group_id)
             await self._leave()
         finally:
+            self._released = True
             if self._batcher is not None:
                 batcher, self._batcher = self._batcher, None
                 await commit_batcher.release(batcher)
@@ -357,6 +360,16 @@ class GroupMember:
                 self.client.add_topic(t)
 
     # -- offsets ----------------------------------------------------------------------------
+    async def _batchers(self) -> commit_batcher.GroupBatchers:
+        """The process's commit and fetch batchers (acquired on first use, released by
+        stop())."""
+        if self._batcher is None:
+            if self._released:
+                raise error(ErrorCode.INVALID_REQUEST, f"group {self.group_id}: the consumer "
+                            "is stopped")
+            self._batcher = await commit_batcher.acquire()
+        return self._batcher
+
     async def commit(self, offsets: dict[TopicPartition, int | tuple[int, str]],
                      generation: int | None = None) -> None:
         """Commit `offsets` (the next offset to read, per partition) for this group."""
@@ -375,12 +388,10 @@ class GroupMember:
             body = {"group": self.group_id, "member_id": self.member_id,
                     "generation": self.generation if generation is None else generation,
                     "group_instance_id": self.instance_id or "", "offsets": entries}
-            if self._batcher is None:
-                self._batcher = await commit_batcher.acquire()
-            batcher = self._batcher
+            commits = (await self._batchers()).commits
             try:
                 # Coalesced with the process's other commits to the same coordinator node.
-                await self._with_coordinator(lambda url, t: batcher.commit(url, body, t))
+                await self._with_coordinator(lambda url, t: commits.submit(url, body, t))
             except RaftlogError as exc:
                 if exc.code in _FENCED:
                     self.wake()
@@ -407,6 +418,8 @@ class GroupMember:
         body: dict[str, Any] = {"group": self.group_id}
         if tps is not None:
             body["partitions"] = [[tp.topic, tp.partition] for tp in tps]
-        res = await self._request("/v1/groups/offset-fetch", body)
+        fetches = (await self._batchers()).fetches
+        # Coalesced with the process's other fetches from the same coordinator node.
+        res = await self._with_coordinator(lambda url, t: fetches.submit(url, body, t))
         return {TopicPartition(e["topic"], e["partition"]): int(e["offset"])
                 for e in res.get("offsets", [])}

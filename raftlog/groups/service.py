@@ -490,6 +490,22 @@ class GroupService:
                         "commit_ms": om.commit_ms if om else -1})
         return out
 
+    async def fetch_batch(self, fetches: list[tuple[str, list[tuple[str, int]] | None]
+                                             | RaftlogError]
+                          ) -> list[list[dict[str, Any]] | RaftlogError]:
+        """Several groups' fetches from one request, each through `fetch`, each its own
+        result (the offsets) or error (NOT_COORDINATOR, ...)."""
+        out: list[list[dict[str, Any]] | RaftlogError] = []
+        for f in fetches:
+            if isinstance(f, RaftlogError):
+                out.append(f)
+                continue
+            try:
+                out.append(await self.fetch(*f))
+            except RaftlogError as exc:
+                out.append(exc)
+        return out
+
     async def delete(self, group: str) -> dict[str, Any]:
         p = await self.coordinate(group)
         g = self.coord.groups.get(group)

@@ -14,8 +14,8 @@ from raftlog.errors import ErrorCode, RaftlogError, error
 from raftlog.groups.coordinator import DEFAULT_REBALANCE_TIMEOUT_MS, DEFAULT_SESSION_TIMEOUT_MS
 from raftlog.server.http import answer, field, read_body
 
-# Commits per offset-commit-batch request at most (clients send up to their
-# max_commit_batch_entries, 200 by default).
+# Entries per offset-commit-batch / offset-fetch-batch request at most (clients send up to
+# 200, raftlog/client/commit_batcher.py).
 COMMIT_BATCH_MAX_ENTRIES = 10_000
 
 if TYPE_CHECKING:
@@ -32,6 +32,7 @@ def routes(broker: Broker) -> list[web.RouteDef]:
         web.post("/v1/groups/offset-commit", h.offset_commit),
         web.post("/v1/groups/offset-commit-batch", h.offset_commit_batch),
         web.post("/v1/groups/offset-fetch", h.offset_fetch),
+        web.post("/v1/groups/offset-fetch-batch", h.offset_fetch_batch),
         web.post("/v1/groups/list", h.list_groups),
         web.get("/v1/groups", h.list_groups),
         web.post("/v1/groups/describe", h.describe),
@@ -85,6 +86,14 @@ def _commit_args(body: Any) -> tuple[str, str, int, list[tuple[str, int, int, st
         entries.append((e["topic"], e["partition"], e["offset"], md))
     return (group, field(body, "member_id", str, ""), field(body, "generation", int, -1),
             entries, field(body, "group_instance_id", str, "") or None)
+
+
+def _fetch_args(body: Any) -> tuple[str, list[tuple[str, int]] | None]:
+    """One OffsetFetch ({group, partitions?}) as the arguments of GroupService.fetch."""
+    if not isinstance(body, dict):
+        raise error(ErrorCode.INVALID_REQUEST, "a fetch must be an object")
+    tps = body.get("partitions")
+    return field(body, "group", str), None if tps is None else _tps(tps, "partitions")
 
 
 class GroupHandlers:
@@ -157,11 +166,25 @@ class GroupHandlers:
             for c, exc in zip(parsed, results)]})
 
     async def offset_fetch(self, request: web.Request) -> web.Response:
-        body = await read_body(request)
-        group = field(body, "group", str)
-        tps = body.get("partitions")
-        res = await self.svc.fetch(group, None if tps is None else _tps(tps, "partitions"))
-        return answer(request, {"group": group, "offsets": res})
+        group, tps = _fetch_args(await read_body(request))
+        return answer(request, {"group": group, "offsets": await self.svc.fetch(group, tps)})
+
+    async def offset_fetch_batch(self, request: web.Request) -> web.Response:
+        """Several groups' offset fetches in one request; each entry answers for itself."""
+        fetches = field(await read_body(request), "fetches", list)
+        if len(fetches) > COMMIT_BATCH_MAX_ENTRIES:
+            raise error(ErrorCode.INVALID_REQUEST, f"{len(fetches)} fetches in one request "
+                        f"(at most {COMMIT_BATCH_MAX_ENTRIES})")
+        parsed: list[Any] = []
+        for e in fetches:
+            try:
+                parsed.append(_fetch_args(e))
+            except RaftlogError as exc:
+                parsed.append(exc)      # a malformed entry fails alone
+        results = await self.svc.fetch_batch(parsed)
+        return answer(request, {"results": [
+            r.to_wire() if isinstance(r, RaftlogError) else {"group": f[0], "offsets": r}
+            for f, r in zip(parsed, results)]})
 
     async def list_groups(self, request: web.Request) -> web.Response:
         view = self.b.view

@@ -1,4 +1,4 @@
-"""CommitBatcher (raftlog/client/commit_batcher.py) against a fake send: concurrent commits to
+"""RequestBatcher (raftlog/client/commit_batcher.py) against a fake send: concurrent commits to
 one coordinator node go out as one request, one batch in flight per node, the rest form the next
 batch (capped), and every caller gets its own entry's answer or error."""
 from __future__ import annotations
@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from raftlog.client import commit_batcher
-from raftlog.client.commit_batcher import BATCH_PATH, CommitBatcher
+from raftlog.client.commit_batcher import (COMMIT_BATCH_PATH, FETCH_BATCH_PATH,
+                                            RequestBatcher)
 from raftlog.errors import ErrorCode, RaftlogError, error
 
 
@@ -24,7 +25,7 @@ class FakeNode:
         self.fail_with: RaftlogError | None = None
 
     async def send(self, url: str, path: str, body: dict[str, Any], timeout_ms: float) -> Any:
-        assert path == BATCH_PATH
+        assert path == COMMIT_BATCH_PATH
         self.requests.append((url, body["commits"]))
         if not self.auto:
             gate = asyncio.Event()
@@ -59,8 +60,8 @@ def entry(group: str, n: int = 1) -> dict[str, Any]:
 
 async def test_same_turn_commits_share_one_request_and_get_own_results():
     node = FakeNode()
-    b = CommitBatcher(node.send)
-    res = await asyncio.gather(*(b.commit("http://n1", entry(f"g{i}", i + 1), 1000)
+    b = RequestBatcher(node.send)
+    res = await asyncio.gather(*(b.submit("http://n1", entry(f"g{i}", i + 1), 1000)
                                  for i in range(5)))
     assert res == [{"committed": i + 1} for i in range(5)]
     assert len(node.requests) == 1
@@ -69,12 +70,12 @@ async def test_same_turn_commits_share_one_request_and_get_own_results():
 
 async def test_one_batch_in_flight_per_node_later_commits_form_the_next():
     node = FakeNode(auto=False)
-    b = CommitBatcher(node.send, max_commit_batch_entries=3)
-    first = asyncio.ensure_future(b.commit("http://n1", entry("a"), 1000))
-    other = asyncio.ensure_future(b.commit("http://n2", entry("x"), 1000))
+    b = RequestBatcher(node.send, max_batch_entries=3)
+    first = asyncio.ensure_future(b.submit("http://n1", entry("a"), 1000))
+    other = asyncio.ensure_future(b.submit("http://n2", entry("x"), 1000))
     await settle()
     assert [u for u, _ in node.requests] == ["http://n1", "http://n2"]  # one per node at once
-    later = [asyncio.ensure_future(b.commit("http://n1", entry(f"b{i}"), 1000))
+    later = [asyncio.ensure_future(b.submit("http://n1", entry(f"b{i}"), 1000))
              for i in range(5)]
     await settle()
     assert len(node.requests) == 2                  # n1 busy: the five wait
@@ -94,10 +95,10 @@ async def test_one_batch_in_flight_per_node_later_commits_form_the_next():
 
 async def test_a_refused_entry_fails_alone():
     node = FakeNode()
-    b = CommitBatcher(node.send)
-    res = await asyncio.gather(b.commit("u", entry("ok1"), 1000),
-                               b.commit("u", entry("stale-1"), 1000),
-                               b.commit("u", entry("ok2"), 1000), return_exceptions=True)
+    b = RequestBatcher(node.send)
+    res = await asyncio.gather(b.submit("u", entry("ok1"), 1000),
+                               b.submit("u", entry("stale-1"), 1000),
+                               b.submit("u", entry("ok2"), 1000), return_exceptions=True)
     assert res[0] == res[2] == {"committed": 1}
     assert isinstance(res[1], RaftlogError) and res[1].code is ErrorCode.ILLEGAL_GENERATION
     assert len(node.requests) == 1
@@ -106,25 +107,25 @@ async def test_a_refused_entry_fails_alone():
 async def test_a_failed_request_fails_every_caller_of_its_batch_then_next_batch_goes():
     node = FakeNode()
     node.fail_with = error(ErrorCode.BROKER_NOT_AVAILABLE, "gone")
-    b = CommitBatcher(node.send)
-    res = await asyncio.gather(b.commit("u", entry("a"), 1000), b.commit("u", entry("b"), 1000),
+    b = RequestBatcher(node.send)
+    res = await asyncio.gather(b.submit("u", entry("a"), 1000), b.submit("u", entry("b"), 1000),
                                return_exceptions=True)
     assert all(isinstance(r, RaftlogError) and r.code is ErrorCode.BROKER_NOT_AVAILABLE
                for r in res)
     node.fail_with = None
-    assert await b.commit("u", entry("c"), 1000) == {"committed": 1}
+    assert await b.submit("u", entry("c"), 1000) == {"committed": 1}
 
 
 async def test_a_caller_that_times_out_gives_up_alone():
     node = FakeNode(auto=False)
-    b = CommitBatcher(node.send)
-    slow = asyncio.ensure_future(b.commit("u", entry("a"), 1000))
-    quick = asyncio.ensure_future(b.commit("u", entry("b"), 20))
+    b = RequestBatcher(node.send)
+    slow = asyncio.ensure_future(b.submit("u", entry("a"), 1000))
+    quick = asyncio.ensure_future(b.submit("u", entry("b"), 20))
     with pytest.raises(RaftlogError) as ei:
         await quick
     assert ei.value.code is ErrorCode.REQUEST_TIMED_OUT
     # a commit queued behind the in-flight batch whose caller gave up is never sent
-    gone = asyncio.ensure_future(b.commit("u", entry("c"), 10))
+    gone = asyncio.ensure_future(b.submit("u", entry("c"), 10))
     with pytest.raises(RaftlogError):
         await gone
     node.release()
@@ -133,14 +134,30 @@ async def test_a_caller_that_times_out_gives_up_alone():
     assert len(node.requests) == 1 and not node.gates
 
 
-async def test_shared_batcher_per_loop_is_refcounted():
+async def test_shared_batchers_per_loop_are_refcounted():
     a = await commit_batcher.acquire()
     b = await commit_batcher.acquire()
     assert a is b
+    assert (a.commits.path, a.commits.key) == (COMMIT_BATCH_PATH, "commits")
+    assert (a.fetches.path, a.fetches.key) == (FETCH_BATCH_PATH, "fetches")
     await commit_batcher.release(a)
-    assert await commit_batcher.acquire() is a      # still one user: same batcher
+    assert await commit_batcher.acquire() is a      # still one user: the same batchers
     await commit_batcher.release(a)
     await commit_batcher.release(b)
-    c = await commit_batcher.acquire()              # last user gone: a fresh one
+    assert a.transport.closed
+    c = await commit_batcher.acquire()              # last user gone: fresh ones
     assert c is not a
     await commit_batcher.release(c)
+
+
+async def test_fetches_use_their_own_path_and_key():
+    sent = []
+
+    async def send(url: str, path: str, body: dict[str, Any], timeout_ms: float) -> Any:
+        sent.append((path, body))
+        return {"results": [{"group": f["group"], "offsets": []} for f in body["fetches"]]}
+    b = RequestBatcher(send, FETCH_BATCH_PATH, "fetches")
+    res = await asyncio.gather(b.submit("u", {"group": "a"}, 1000),
+                               b.submit("u", {"group": "b"}, 1000))
+    assert res == [{"group": "a", "offsets": []}, {"group": "b", "offsets": []}]
+    assert sent == [(FETCH_BATCH_PATH, {"fetches": [{"group": "a"}, {"group": "b"}]})]

@@ -220,7 +220,6 @@ async def test_concurrent_commits_of_many_groups_are_coalesced(shared):
         await eventually(lambda: all(len(c.assignment()) == 2 for c in cs), 30, "assignments")
         groups = [c._group for c in cs]
         assert all(g is not None for g in groups)
-        batcher = groups[0]._batcher or None
         tp0, tp1 = TopicPartition("coalesce", 0), TopicPartition("coalesce", 1)
 
         async def commit(i: int) -> Any:
@@ -237,8 +236,9 @@ async def test_concurrent_commits_of_many_groups_are_coalesced(shared):
                     assert r.code is ErrorCode.ILLEGAL_GENERATION
                 else:
                     assert r is None, (i, r)
-            batcher = groups[0]._batcher
-            assert batcher is not None and all(g._batcher is batcher for g in groups)
+            shared_ = groups[0]._batcher
+            assert shared_ is not None and all(g._batcher is shared_ for g in groups)
+            batcher = shared_.commits
             if round_ == 0:
                 before = batcher.requests
         # Coordinators known: n commits in a few requests (one per node, plus a next batch
@@ -247,6 +247,11 @@ async def test_concurrent_commits_of_many_groups_are_coalesced(shared):
         for i, c in enumerate(cs):
             want = (None, None) if i == 5 else (100 + i, 200 + i)
             assert (await c.committed(tp0), await c.committed(tp1)) == want, i
+        # Offset fetches are coalesced the same way.
+        fetched0 = shared_.fetches.requests
+        got = await asyncio.gather(*(c.committed(tp1) for c in cs))
+        assert got == [None if i == 5 else 200 + i for i in range(n)]
+        assert shared_.fetches.requests - fetched0 <= n // 3
 
         # The raw protocol: one request, each entry answered alone (a stale generation, a
         # malformed entry and a good one).
@@ -262,6 +267,10 @@ async def test_concurrent_commits_of_many_groups_are_coalesced(shared):
         assert res[1]["error"] == "ILLEGAL_GENERATION"
         assert res[2]["error"] == "INVALID_REQUEST"
         assert (await cs[0].committed(tp0), await cs[0].committed(tp1)) == (7, 200)
+        res = post_msgpack(g.coordinator_url + "/v1/groups/offset-fetch-batch", {"fetches": [
+            {"group": g.group_id, "partitions": [["coalesce", 0]]}, {"partitions": []}]})
+        assert res["results"][0]["offsets"][0]["offset"] == 7
+        assert res["results"][1]["error"] == "INVALID_REQUEST"
     finally:
         await asyncio.gather(*(c.stop() for c in cs))
 
