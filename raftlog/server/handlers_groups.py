@@ -16,7 +16,7 @@ from raftlog.server.http import answer, field, read_body
 
 # Entries per offset-commit-batch / offset-fetch-batch request at most (clients send up to
 # 200, raftlog/client/commit_batcher.py).
-COMMIT_BATCH_MAX_ENTRIES = 10_000
+BATCH_MAX_ENTRIES = 10_000
 
 if TYPE_CHECKING:
     from raftlog.server.broker import Broker
@@ -151,9 +151,9 @@ class GroupHandlers:
     async def offset_commit_batch(self, request: web.Request) -> web.Response:
         """Several groups' commits in one request; each entry answers for itself."""
         commits = field(await read_body(request), "commits", list)
-        if len(commits) > COMMIT_BATCH_MAX_ENTRIES:
+        if len(commits) > BATCH_MAX_ENTRIES:
             raise error(ErrorCode.INVALID_REQUEST, f"{len(commits)} commits in one request "
-                        f"(at most {COMMIT_BATCH_MAX_ENTRIES})")
+                        f"(at most {BATCH_MAX_ENTRIES})")
         parsed: list[Any] = []
         for e in commits:
             try:
@@ -172,9 +172,9 @@ class GroupHandlers:
     async def offset_fetch_batch(self, request: web.Request) -> web.Response:
         """Several groups' offset fetches in one request; each entry answers for itself."""
         fetches = field(await read_body(request), "fetches", list)
-        if len(fetches) > COMMIT_BATCH_MAX_ENTRIES:
+        if len(fetches) > BATCH_MAX_ENTRIES:
             raise error(ErrorCode.INVALID_REQUEST, f"{len(fetches)} fetches in one request "
-                        f"(at most {COMMIT_BATCH_MAX_ENTRIES})")
+                        f"(at most {BATCH_MAX_ENTRIES})")
         parsed: list[Any] = []
         for e in fetches:
             try:
