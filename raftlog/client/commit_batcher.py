@@ -1,5 +1,5 @@
-"""Offset commits (and fetches) of one process coalesced per coordinator node (Kafka amortises
-per-request cost over one connection the same way).
+"""Offset commits, offset fetches and heartbeats of one process coalesced per coordinator node
+(Kafka amortises per-request cost over one connection the same way).
 
 Owns: the queue of entries waiting for each coordinator node, the one batch request in flight
 per node, and handing each caller its own entry's answer. Commits issued in the same event-loop
@@ -8,7 +8,12 @@ turn, or while a batch to that node is in flight, go out as ONE `POST
 offsets}]}`; the broker validates and applies each entry independently and answers
 `{results: [{committed} or {error, message, hint}]}` once the high watermark passes each entry.
 Offset fetches go the same way through `POST /v1/groups/offset-fetch-batch` `{fetches: [{group,
-partitions?}]}` -> `{results: [{group, offsets} or error]}`.
+partitions?}]}` -> `{results: [{group, offsets} or error]}`, and heartbeats through `POST
+/v1/groups/heartbeat-batch` `{heartbeats: [{group, member_id, generation, owned, topics}]}` ->
+`{results: [{member_id, generation, assignment, rebalance_in_progress, ...} or error]}`.
+Each kind is its own RequestBatcher, so its own lane: a heartbeat never waits behind a commit
+batch held up by replication, only (at most) behind the previous heartbeat batch to that node,
+which the broker answers without any append.
 A refused entry (stale generation, moved coordinator) fails only its caller; a failed request
 (connection lost, timeout) fails every caller of that batch, and callers retry as they would a
 single request (raftlog/client/group_coordinator.py). At most `max_batch_entries` entries
@@ -30,10 +35,12 @@ from raftlog.errors import ErrorCode, RaftlogError, error, from_wire
 
 COMMIT_BATCH_PATH = "/v1/groups/offset-commit-batch"
 FETCH_BATCH_PATH = "/v1/groups/offset-fetch-batch"
+HEARTBEAT_BATCH_PATH = "/v1/groups/heartbeat-batch"
 # Entries per batch request at most: bounds the request (a 50-offset commit is ~2.5 KB) and the
 # broker's work per request; the broker accepts up to 10,000.
 MAX_COMMIT_BATCH_ENTRIES = 200
 MAX_FETCH_BATCH_ENTRIES = 200
+MAX_HEARTBEAT_BATCH_ENTRIES = 200
 
 Send = Callable[[str, str, dict[str, Any], float], Awaitable[Any]]
 
@@ -78,9 +85,12 @@ class RequestBatcher:
             self._in_flight.add(url)
             loop.call_soon(self._flush, url)     # after every entry of this loop turn
         try:
-            # A caller that gives up cancels only its own future: the batch carries on.
-            res = await asyncio.wait_for(fut, timeout_s)
-        except asyncio.TimeoutError:
+            # A caller that gives up (timeout or cancelled) cancels only its own future: the
+            # batch carries on. Not asyncio.wait_for: in 3.11 it swallows a cancellation that
+            # lands in the same loop turn as the answer (GroupMember.stop() would then hang).
+            async with asyncio.timeout(timeout_s):
+                res = await fut
+        except TimeoutError:
             raise error(ErrorCode.REQUEST_TIMED_OUT,
                         f"no answer from {url}{self.path} within "
                         f"{timeout_ms:.0f} ms") from None
@@ -146,9 +156,10 @@ class RequestBatcher:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-# -- one pair of batchers per event loop, shared by every GroupMember of the process ------------
+# -- one set of batchers per event loop, shared by every GroupMember of the process -------------
 class GroupBatchers:
-    """The commit and fetch batchers of one event loop, over one transport."""
+    """The commit, fetch and heartbeat batchers of one event loop (one lane each), over one
+    transport."""
 
     def __init__(self) -> None:
         self.transport = Transport()
@@ -156,6 +167,9 @@ class GroupBatchers:
                                       max_batch_entries=MAX_COMMIT_BATCH_ENTRIES)
         self.fetches = RequestBatcher(self.transport.post_msgpack, FETCH_BATCH_PATH, "fetches",
                                       max_batch_entries=MAX_FETCH_BATCH_ENTRIES)
+        self.heartbeats = RequestBatcher(self.transport.post_msgpack, HEARTBEAT_BATCH_PATH,
+                                         "heartbeats",
+                                         max_batch_entries=MAX_HEARTBEAT_BATCH_ENTRIES)
         self.users = 0
 
 
@@ -184,4 +198,5 @@ async def release(batchers: GroupBatchers) -> None:
         del _shared[loop]
         await batchers.commits.close()
         await batchers.fetches.close()
+        await batchers.heartbeats.close()
         await batchers.transport.close()

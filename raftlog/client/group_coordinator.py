@@ -3,8 +3,10 @@
 Owns: finding the group's coordinator (and following it when it moves), joining, the background
 heartbeat task that reports the partitions this consumer owns and applies the assignment the
 coordinator answers with (revoking, then assigning, with the rebalance listener's callbacks),
-committed-offset commits (generation-fenced) and fetches, both coalesced with the process's
-others to the same coordinator node (raftlog/client/commit_batcher.py), auto-commit, leaving the
+committed-offset commits (generation-fenced) and fetches, which, like the heartbeats, are
+coalesced with the process's others to the same coordinator node
+(raftlog/client/commit_batcher.py; each member still heartbeats on its own schedule and gets
+its own answer), auto-commit, leaving the
 group when the application stops calling getmany() for `max_poll_interval_ms`, and leaving
 cleanly on stop.
 
@@ -227,8 +229,11 @@ class GroupMember:
         while True:
             if delay > 0:
                 try:
-                    await asyncio.wait_for(self._wake.wait(), delay)
-                except asyncio.TimeoutError:
+                    # Not asyncio.wait_for: in 3.11 it swallows stop()'s cancellation when a
+                    # wake() lands in the same loop turn.
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
+                except TimeoutError:
                     pass
             self._wake.clear()
             try:
@@ -270,10 +275,14 @@ class GroupMember:
                         "rebalance_timeout_ms": self.rebalance_timeout_ms,
                         "strategy": self.strategy, "client_id": self.client_id})
                 else:
-                    ans = await self._request("/v1/groups/heartbeat", {
-                        "group": self.group_id, "member_id": self.member_id,
-                        "generation": self.generation, "owned": owned,
-                        "topics": list(self.topics)},
+                    body = {"group": self.group_id, "member_id": self.member_id,
+                            "generation": self.generation, "owned": owned,
+                            "topics": list(self.topics)}
+                    hbs = (await self._batchers()).heartbeats
+                    # Coalesced with the process's other heartbeats to the same coordinator
+                    # node (their own lane: never behind a commit batch).
+                    ans = await self._with_coordinator(
+                        lambda url, t: hbs.submit(url, body, t),
                         timeout_ms=self.session_timeout_ms)
                 self.member_id = ans["member_id"]
         except RaftlogError as exc:
@@ -361,8 +370,8 @@ class GroupMember:
 
     # -- offsets ----------------------------------------------------------------------------
     async def _batchers(self) -> commit_batcher.GroupBatchers:
-        """The process's commit and fetch batchers (acquired on first use, released by
-        stop())."""
+        """The process's commit, fetch and heartbeat batchers (acquired on first use, released
+        by stop())."""
         if self._batcher is None:
             if self._released:
                 raise error(ErrorCode.INVALID_REQUEST, f"group {self.group_id}: the consumer "

@@ -34,6 +34,8 @@ log = logging.getLogger("raftlog.groups")
 # One offset commit: (group, member_id, generation, [(topic, partition, offset, metadata)],
 # group_instance_id or None) -- the arguments of GroupService.commit.
 CommitArgs = tuple[str, str, int, list[tuple[str, int, int, str]], str | None]
+# group, member_id, generation, owned [(topic, partition)], topics (None: unchanged)
+HeartbeatArgs = tuple[str, str, int, list[tuple[str, int]], list[str] | None]
 
 TICK_MS = 50
 TOPIC_WAIT_S = 15.0
@@ -475,6 +477,31 @@ class GroupService:
         task = self._spawn(acked(), "offset-commit")
         # Bound the wait: a lost leadership fails the waiters; a stuck ISR times them out.
         asyncio.get_running_loop().call_later(COMMIT_TIMEOUT_S, task.cancel)
+
+    async def heartbeat(self, group: str, member_id: str, generation: int,
+                        owned: list[tuple[str, int]], topics: list[str] | None
+                        ) -> dict[str, Any]:
+        """One member's heartbeat: its session renewed (per member, now) and its current
+        assignment / rebalance signal, or UNKNOWN_MEMBER_ID, ILLEGAL_GENERATION,
+        FENCED_INSTANCE_ID, NOT_COORDINATOR. Never a Raft entry, never waits on an append."""
+        await self.coordinate(group)
+        return self.coord.heartbeat(group, member_id, generation, owned, self.clock(), topics)
+
+    async def heartbeat_batch(self, heartbeats: list[HeartbeatArgs | RaftlogError]
+                              ) -> list[dict[str, Any] | RaftlogError]:
+        """Several members' heartbeats from one request (a client coalescing them per
+        coordinator node), each through `heartbeat`, each its own answer or error. An entry
+        that is already an error (malformed) stays that error."""
+        out: list[dict[str, Any] | RaftlogError] = []
+        for h in heartbeats:
+            if isinstance(h, RaftlogError):
+                out.append(h)
+                continue
+            try:
+                out.append(await self.heartbeat(*h))
+            except RaftlogError as exc:
+                out.append(exc)
+        return out
 
     async def fetch(self, group: str, tps: list[tuple[str, int]] | None
                     ) -> list[dict[str, Any]]:

@@ -14,8 +14,8 @@ from raftlog.errors import ErrorCode, RaftlogError, error
 from raftlog.groups.coordinator import DEFAULT_REBALANCE_TIMEOUT_MS, DEFAULT_SESSION_TIMEOUT_MS
 from raftlog.server.http import answer, field, read_body
 
-# Entries per offset-commit-batch / offset-fetch-batch request at most (clients send up to
-# 200, raftlog/client/commit_batcher.py).
+# Entries per offset-commit-batch / offset-fetch-batch / heartbeat-batch request at most
+# (clients send up to 200, raftlog/client/commit_batcher.py).
 BATCH_MAX_ENTRIES = 10_000
 
 if TYPE_CHECKING:
@@ -28,6 +28,7 @@ def routes(broker: Broker) -> list[web.RouteDef]:
         web.post("/v1/groups/find-coordinator", h.find_coordinator),
         web.post("/v1/groups/join", h.join),
         web.post("/v1/groups/heartbeat", h.heartbeat),
+        web.post("/v1/groups/heartbeat-batch", h.heartbeat_batch),
         web.post("/v1/groups/leave", h.leave),
         web.post("/v1/groups/offset-commit", h.offset_commit),
         web.post("/v1/groups/offset-commit-batch", h.offset_commit_batch),
@@ -88,6 +89,26 @@ def _commit_args(body: Any) -> tuple[str, str, int, list[tuple[str, int, int, st
             entries, field(body, "group_instance_id", str, "") or None)
 
 
+def _heartbeat_args(body: Any) -> tuple[str, str, int, list[tuple[str, int]],
+                                        list[str] | None]:
+    """One Heartbeat ({group, member_id, generation, owned, topics?}) as the arguments of
+    GroupService.heartbeat."""
+    if not isinstance(body, dict):
+        raise error(ErrorCode.INVALID_REQUEST, "a heartbeat must be an object")
+    return (field(body, "group", str), field(body, "member_id", str),
+            field(body, "generation", int), _tps(body.get("owned") or [], "owned"),
+            _topics(body))
+
+
+def _entries(body: dict[str, Any], key: str) -> list[Any]:
+    """The entry list of a batch request (<= BATCH_MAX_ENTRIES)."""
+    entries = field(body, key, list)
+    if len(entries) > BATCH_MAX_ENTRIES:
+        raise error(ErrorCode.INVALID_REQUEST, f"{len(entries)} {key} in one request "
+                    f"(at most {BATCH_MAX_ENTRIES})")
+    return entries
+
+
 def _fetch_args(body: Any) -> tuple[str, list[tuple[str, int]] | None]:
     """One OffsetFetch ({group, partitions?}) as the arguments of GroupService.fetch."""
     if not isinstance(body, dict):
@@ -126,13 +147,21 @@ class GroupHandlers:
         return answer(request, res)
 
     async def heartbeat(self, request: web.Request) -> web.Response:
-        body = await read_body(request)
-        group = field(body, "group", str)
-        await self.svc.coordinate(group)
-        res = self.svc.coord.heartbeat(
-            group, field(body, "member_id", str), field(body, "generation", int),
-            _tps(body.get("owned") or [], "owned"), self.svc.clock(), _topics(body))
-        return answer(request, res)
+        return answer(request, await self.svc.heartbeat(*_heartbeat_args(
+            await read_body(request))))
+
+    async def heartbeat_batch(self, request: web.Request) -> web.Response:
+        """Several members' heartbeats (any groups) in one request; each entry answers for
+        itself (its assignment, or its own error)."""
+        parsed: list[Any] = []
+        for e in _entries(await read_body(request), "heartbeats"):
+            try:
+                parsed.append(_heartbeat_args(e))
+            except RaftlogError as exc:
+                parsed.append(exc)      # a malformed entry fails alone
+        results = await self.svc.heartbeat_batch(parsed)
+        return answer(request, {"results": [
+            r.to_wire() if isinstance(r, RaftlogError) else r for r in results]})
 
     async def leave(self, request: web.Request) -> web.Response:
         body = await read_body(request)
@@ -150,12 +179,8 @@ class GroupHandlers:
 
     async def offset_commit_batch(self, request: web.Request) -> web.Response:
         """Several groups' commits in one request; each entry answers for itself."""
-        commits = field(await read_body(request), "commits", list)
-        if len(commits) > BATCH_MAX_ENTRIES:
-            raise error(ErrorCode.INVALID_REQUEST, f"{len(commits)} commits in one request "
-                        f"(at most {BATCH_MAX_ENTRIES})")
         parsed: list[Any] = []
-        for e in commits:
+        for e in _entries(await read_body(request), "commits"):
             try:
                 parsed.append(_commit_args(e))
             except RaftlogError as exc:
@@ -171,12 +196,8 @@ class GroupHandlers:
 
     async def offset_fetch_batch(self, request: web.Request) -> web.Response:
         """Several groups' offset fetches in one request; each entry answers for itself."""
-        fetches = field(await read_body(request), "fetches", list)
-        if len(fetches) > BATCH_MAX_ENTRIES:
-            raise error(ErrorCode.INVALID_REQUEST, f"{len(fetches)} fetches in one request "
-                        f"(at most {BATCH_MAX_ENTRIES})")
         parsed: list[Any] = []
-        for e in fetches:
+        for e in _entries(await read_body(request), "fetches"):
             try:
                 parsed.append(_fetch_args(e))
             except RaftlogError as exc:

@@ -271,6 +271,22 @@ async def test_concurrent_commits_of_many_groups_are_coalesced(shared):
             {"group": g.group_id, "partitions": [["coalesce", 0]]}, {"partitions": []}]})
         assert res["results"][0]["offsets"][0]["offset"] == 7
         assert res["results"][1]["error"] == "INVALID_REQUEST"
+
+        # Heartbeats are coalesced too (their own lane); raw, each entry answered alone: the
+        # member's assignment, an unknown member, a generation from the future, a malformed one.
+        assert shared_.heartbeats.requests > 0
+        res = post_msgpack(g.coordinator_url + "/v1/groups/heartbeat-batch", {"heartbeats": [
+            {"group": g.group_id, "member_id": g.member_id, "generation": g.generation,
+             "owned": [["coalesce", 0], ["coalesce", 1]], "topics": ["coalesce"]},
+            {"group": g.group_id, "member_id": "nobody", "generation": g.generation,
+             "owned": []},
+            {"group": g.group_id, "member_id": g.member_id, "generation": g.generation + 9,
+             "owned": []},
+            {"group": g.group_id}]})["results"]
+        assert res[0]["member_id"] == g.member_id and res[0]["generation"] == g.generation
+        assert sorted(map(tuple, res[0]["assignment"])) == [("coalesce", 0), ("coalesce", 1)]
+        assert [r.get("error") for r in res[1:]] == \
+            ["UNKNOWN_MEMBER_ID", "ILLEGAL_GENERATION", "INVALID_REQUEST"]
     finally:
         await asyncio.gather(*(c.stop() for c in cs))
 
