@@ -18,6 +18,7 @@ import random
 import time
 from typing import Any, Iterable
 
+from raftlog.aio import wait_event, within
 from raftlog.client.errors import NoBrokersAvailableError
 from raftlog.client.metadata import ClusterMetadata
 from raftlog.client.transport import Transport
@@ -171,18 +172,15 @@ class Client:
                             f"topic '{topic}' {what} (waited {timeout_ms:.0f} ms); create it "
                             f"first (raftlog topic create {topic})")
             try:
-                await asyncio.wait_for(asyncio.shield(self.request_update()), remaining)
-            except asyncio.TimeoutError:
+                await within(asyncio.shield(self.request_update()), remaining)
+            except TimeoutError:
                 pass
 
     async def _sync_metadata(self) -> None:
         """Owned by the Client: refresh on request (rate-limited by retry_backoff_ms) or age."""
         max_age_s = self.metadata_max_age_ms / 1000
         while True:
-            try:
-                await asyncio.wait_for(self._update_requested.wait(), max_age_s)
-            except asyncio.TimeoutError:
-                pass
+            await wait_event(self._update_requested, max_age_s)
             self._update_requested.clear()
             waiters, self._update_waiters = self._update_waiters, []
             ok = True
@@ -313,8 +311,8 @@ class Client:
                 raise type(last)(f"list offsets: {last.message} (gave up after {total_ms:.0f} ms)",
                                  last.hint)
             try:
-                await asyncio.wait_for(asyncio.shield(self.request_update()), remaining)
-            except asyncio.TimeoutError:
+                await within(asyncio.shield(self.request_update()), remaining)
+            except TimeoutError:
                 pass
         return out
 

@@ -30,6 +30,7 @@ import time
 import weakref
 from typing import Any, Awaitable, Callable
 
+from raftlog.aio import within
 from raftlog.client.transport import Transport
 from raftlog.errors import ErrorCode, RaftlogError, error, from_wire
 
@@ -86,10 +87,8 @@ class RequestBatcher:
             loop.call_soon(self._flush, url)     # after every entry of this loop turn
         try:
             # A caller that gives up (timeout or cancelled) cancels only its own future: the
-            # batch carries on. Not asyncio.wait_for: in 3.11 it swallows a cancellation that
-            # lands in the same loop turn as the answer (GroupMember.stop() would then hang).
-            async with asyncio.timeout(timeout_s):
-                res = await fut
+            # batch carries on. (raftlog.aio: asyncio.wait_for would lose stop()'s cancellation.)
+            res = await within(fut, timeout_s)
         except TimeoutError:
             raise error(ErrorCode.REQUEST_TIMED_OUT,
                         f"no answer from {url}{self.path} within "

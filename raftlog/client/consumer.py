@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Callable, Iterable
 
+from raftlog.aio import wait_event
 from raftlog.client.client import Client
 from raftlog.client.errors import IllegalStateError, NoOffsetForPartitionError
 from raftlog.client.fetcher import Fetcher
@@ -255,9 +256,7 @@ class Consumer(GroupConsumerMixin):
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return {}
-            try:
-                await asyncio.wait_for(fetcher.data_ready.wait(), remaining)
-            except asyncio.TimeoutError:
+            if not await wait_event(fetcher.data_ready, remaining):
                 return {}
 
     async def getone(self, *partitions: TopicPartition) -> ConsumerRecord:

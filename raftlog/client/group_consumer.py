@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Iterable
 
+from raftlog.aio import within
 from raftlog.client.errors import IllegalStateError
 from raftlog.client.group_coordinator import ConsumerRebalanceListener, GroupMember
 from raftlog.client.structs import TopicPartition
@@ -88,5 +89,5 @@ class GroupConsumerMixin:
     async def wait_for_assignment(self, timeout_ms: float = 30_000) -> set[TopicPartition]:
         """Until the group has answered this member at least once; the assignment then."""
         g = self._require_group()
-        await asyncio.wait_for(g.assigned_event.wait(), timeout_ms / 1000)
+        await within(g.assigned_event.wait(), timeout_ms / 1000)
         return set(g.owned)

@@ -22,6 +22,7 @@ import re
 import time
 from typing import Any, Callable, Iterable
 
+from raftlog.aio import wait_event
 from raftlog.client import commit_batcher
 from raftlog.client.client import Client
 from raftlog.client.structs import TopicPartition
@@ -228,13 +229,7 @@ class GroupMember:
         delay = 0.0
         while True:
             if delay > 0:
-                try:
-                    # Not asyncio.wait_for: in 3.11 it swallows stop()'s cancellation when a
-                    # wake() lands in the same loop turn.
-                    async with asyncio.timeout(delay):
-                        await self._wake.wait()
-                except TimeoutError:
-                    pass
+                await wait_event(self._wake, delay)
             self._wake.clear()
             try:
                 delay = await self._round()

@@ -17,6 +17,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from raftlog.aio import wait_event
 from raftlog.errors import ErrorCode, RaftlogError
 from raftlog.replication.partition import FOLLOWER, Partition
 
@@ -100,10 +101,7 @@ class FetcherSession:
         return {p.key: p.leader_epoch for p in self.m.followed_from(self.leader_id)}
 
     async def _backoff(self) -> None:
-        try:
-            await asyncio.wait_for(self._wakeup.wait(), ERROR_BACKOFF_S)
-        except asyncio.TimeoutError:
-            pass
+        await wait_event(self._wakeup, ERROR_BACKOFF_S)
 
     async def _apply(self, resp: dict[str, Any], sent: dict[tuple[str, int], int]) -> bool:
         """Apply one fetch answer; True when the session should back off before the next."""

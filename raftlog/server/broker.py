@@ -14,6 +14,7 @@ from typing import Any, Coroutine
 
 from aiohttp import web
 
+from raftlog.aio import wait_event
 from raftlog.config import ClusterConfig
 from raftlog.errors import ErrorCode, error, is_storage_failure
 from raftlog.meta.controller import Controller
@@ -166,10 +167,7 @@ class Broker:
             left = deadline - loop.time()
             if left <= 0:
                 raise error(ErrorCode.REQUEST_TIMED_OUT, "metadata did not reach the expected state")
-            try:
-                await asyncio.wait_for(self._view_changed.wait(), left)
-            except asyncio.TimeoutError:
-                pass
+            await wait_event(self._view_changed, left)
         return self.view
 
     @property
