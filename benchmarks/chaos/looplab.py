@@ -14,12 +14,11 @@ linkproxy and raftlog.testing.cluster.free_ports only; never runs `ip` or `nft`.
 """
 from __future__ import annotations
 
-from typing import Iterable
-
 from benchmarks.chaos.linkproxy import CLIENT, Links
+from benchmarks.chaos.netlab import TopologyFaults
 
 
-class LoopLab:
+class LoopLab(TopologyFaults):
     """`lab = LoopLab(3); lab.up(); ...; lab.down()`. Node i listens on 127.0.0.1:ports[i]."""
 
     family = "loopback"
@@ -74,27 +73,11 @@ class LoopLab:
         self._note(src, f"out: to {dst} blocked")
         self._note(dst, f"in: from {src} blocked")
 
-    def drop_between(self, i: int, j: int) -> None:
-        self.drop_from(i, j)
-        self.drop_from(j, i)
-
-    def partition(self, groups: Iterable[Iterable[int]]) -> None:
-        gs = [set(g) for g in groups]
-        for a in range(len(gs)):
-            for b in range(a + 1, len(gs)):
-                for i in gs[a]:
-                    for j in gs[b]:
-                        self.drop_between(i, j)
-
-    def isolate(self, i: int, include_clients: bool = False) -> None:
-        for j in range(1, self.n + 1):
-            if j != i:
-                self.drop_between(i, j)
-        if include_clients:
-            assert self.links is not None
-            self.links.block(i, CLIENT)
-            self.links.block(CLIENT, i)
-            self._note(i, "client links blocked")
+    def block_clients(self, i: int) -> None:
+        assert self.links is not None
+        self.links.block(i, CLIENT)
+        self.links.block(CLIENT, i)
+        self._note(i, "client links blocked")
 
     def loss(self, i: int, percent: int) -> None:
         """Loss of `percent` % of node i's chunks, to and from peers and clients."""

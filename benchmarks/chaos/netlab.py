@@ -115,7 +115,40 @@ def ensure_nft() -> str | None:
     return None if shutil.which("nft") else "nft still missing after apt-get"
 
 
-class NetLab:
+class TopologyFaults:
+    """Partitions composed from one-way cuts; shared by NetLab (nft) and LoopLab (proxies),
+    which supply `drop_from(src, dst)` and `block_clients(i)`."""
+
+    n: int
+
+    def drop_from(self, src: int, dst: int) -> None:
+        raise NotImplementedError
+
+    def block_clients(self, i: int) -> None:
+        raise NotImplementedError
+
+    def drop_between(self, i: int, j: int) -> None:
+        """Cut i<->j in both directions."""
+        self.drop_from(i, j)
+        self.drop_from(j, i)
+
+    def partition(self, groups: Iterable[Iterable[int]]) -> None:
+        gs = [set(g) for g in groups]
+        for a in range(len(gs)):
+            for b in range(a + 1, len(gs)):
+                for i in gs[a]:
+                    for j in gs[b]:
+                        self.drop_between(i, j)
+
+    def isolate(self, i: int, include_clients: bool = False) -> None:
+        for j in range(1, self.n + 1):
+            if j != i:
+                self.drop_between(i, j)
+        if include_clients:
+            self.block_clients(i)
+
+
+class NetLab(TopologyFaults):
     """`lab = NetLab(3); lab.up(); ...; lab.down()`. Node i lives at 10.77.0.i."""
 
     def __init__(self, n: int, tag: int | None = None):
@@ -194,31 +227,15 @@ class NetLab:
              + rule.split())
         self.faults[i].append(f"{chain}: {rule}")
 
-    def drop_between(self, i: int, j: int) -> None:
-        """Cut i<->j in both directions (rules on both sides)."""
-        self.drop_from(i, j)
-        self.drop_from(j, i)
 
     def drop_from(self, src: int, dst: int) -> None:
         """One-way cut: packets src -> dst are dropped (output of src, input of dst)."""
         self._rule(src, "out", f"ip daddr {self.addr(dst)} drop")
         self._rule(dst, "in", f"ip saddr {self.addr(src)} drop")
 
-    def partition(self, groups: Iterable[Iterable[int]]) -> None:
-        gs = [set(g) for g in groups]
-        for a in range(len(gs)):
-            for b in range(a + 1, len(gs)):
-                for i in gs[a]:
-                    for j in gs[b]:
-                        self.drop_between(i, j)
-
-    def isolate(self, i: int, include_clients: bool = False) -> None:
-        for j in range(1, self.n + 1):
-            if j != i:
-                self.drop_between(i, j)
-        if include_clients:
-            self._rule(i, "out", f"ip daddr {self.client_addr} drop")
-            self._rule(i, "in", f"ip saddr {self.client_addr} drop")
+    def block_clients(self, i: int) -> None:
+        self._rule(i, "out", f"ip daddr {self.client_addr} drop")
+        self._rule(i, "in", f"ip saddr {self.client_addr} drop")
 
     def loss(self, i: int, percent: int) -> None:
         """Random loss of `percent` % of node i's incoming and outgoing lab packets."""

@@ -6,7 +6,7 @@ docs/protocol.md (Consumer groups) and docs/groups.md.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from aiohttp import web
 
@@ -100,6 +100,17 @@ def _heartbeat_args(body: Any) -> tuple[str, str, int, list[tuple[str, int]],
             _topics(body))
 
 
+def _parse_entries(body: Any, key: str, parse: Callable[[Any], Any]) -> list[Any]:
+    """Each entry of a batch request parsed, or its RaftlogError: a malformed entry fails alone."""
+    parsed: list[Any] = []
+    for e in _entries(body, key):
+        try:
+            parsed.append(parse(e))
+        except RaftlogError as exc:
+            parsed.append(exc)
+    return parsed
+
+
 def _entries(body: dict[str, Any], key: str) -> list[Any]:
     """The entry list of a batch request (<= BATCH_MAX_ENTRIES)."""
     entries = field(body, key, list)
@@ -153,12 +164,7 @@ class GroupHandlers:
     async def heartbeat_batch(self, request: web.Request) -> web.Response:
         """Several members' heartbeats (any groups) in one request; each entry answers for
         itself (its assignment, or its own error)."""
-        parsed: list[Any] = []
-        for e in _entries(await read_body(request), "heartbeats"):
-            try:
-                parsed.append(_heartbeat_args(e))
-            except RaftlogError as exc:
-                parsed.append(exc)      # a malformed entry fails alone
+        parsed = _parse_entries(await read_body(request), "heartbeats", _heartbeat_args)
         results = await self.svc.heartbeat_batch(parsed)
         return answer(request, {"results": [
             r.to_wire() if isinstance(r, RaftlogError) else r for r in results]})
@@ -179,12 +185,7 @@ class GroupHandlers:
 
     async def offset_commit_batch(self, request: web.Request) -> web.Response:
         """Several groups' commits in one request; each entry answers for itself."""
-        parsed: list[Any] = []
-        for e in _entries(await read_body(request), "commits"):
-            try:
-                parsed.append(_commit_args(e))
-            except RaftlogError as exc:
-                parsed.append(exc)      # a malformed entry fails alone
+        parsed = _parse_entries(await read_body(request), "commits", _commit_args)
         results = await self.svc.commit_batch(parsed)
         return answer(request, {"results": [
             {"committed": len(c[3])} if exc is None else exc.to_wire()
@@ -196,12 +197,7 @@ class GroupHandlers:
 
     async def offset_fetch_batch(self, request: web.Request) -> web.Response:
         """Several groups' offset fetches in one request; each entry answers for itself."""
-        parsed: list[Any] = []
-        for e in _entries(await read_body(request), "fetches"):
-            try:
-                parsed.append(_fetch_args(e))
-            except RaftlogError as exc:
-                parsed.append(exc)      # a malformed entry fails alone
+        parsed = _parse_entries(await read_body(request), "fetches", _fetch_args)
         results = await self.svc.fetch_batch(parsed)
         return answer(request, {"results": [
             r.to_wire() if isinstance(r, RaftlogError) else {"group": f[0], "offsets": r}
