@@ -459,11 +459,12 @@ class GroupService:
             finish(exc)
             return
         nxt = res.last_offset + 1
+        epoch = p.leader_epoch
 
         async def acked() -> None:
             try:
                 await self.b.replicas.durable(p, nxt)
-                await p.wait_committed(nxt)
+                await p.wait_committed(nxt, epoch)
                 p.check_isr_after_append()
             except asyncio.CancelledError:
                 finish(error(ErrorCode.REQUEST_TIMED_OUT, "offset commit not replicated "

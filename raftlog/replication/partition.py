@@ -124,6 +124,9 @@ class Partition:
     def become_leader(self, leader_epoch: int, replicas: tuple[int, ...], isr: tuple[int, ...],
                       partition_epoch: int, now_ms: int) -> None:
         was = (self.role, self.leader_epoch)
+        if self.role == LEADER and self.leader_epoch != leader_epoch:
+            # waiters of the older epoch: their batches' fate is decided by that epoch's end
+            self.waiters.fail_all(self.not_leader_after(self.broker_id, leader_epoch))
         self.role = LEADER
         self.leader_id = self.broker_id
         self.leader_epoch = leader_epoch
@@ -190,8 +193,17 @@ class Partition:
                         f"{self.topic} is compacted (cleanup.policy="
                         f"{self.config.get('cleanup.policy')}): every record needs a key")
 
-    def wait_committed(self, next_offset: int) -> asyncio.Future[int]:
-        """Resolves once the HW reaches `next_offset` (the batch's last offset + 1)."""
+    def wait_committed(self, next_offset: int, leader_epoch: int) -> asyncio.Future[int]:
+        """Resolves once the HW reaches `next_offset` (the batch's last offset + 1) of a batch
+        appended as leader in `leader_epoch`.
+
+        The caller may have awaited (the flush) since the append: if leadership changed
+        meanwhile, the batch may have been truncated away and a later epoch's HW would pass its
+        offsets with other records there, so that is NOT_LEADER, never a success. Once this
+        waiter is registered, a role change fails it (become_follower / become_leader).
+        """
+        if self.role != LEADER or self.leader_epoch != leader_epoch:
+            raise self.not_leader_after(self.leader_id, self.leader_epoch)
         fut = self.waiters.wait(next_offset)
         if self.hw >= next_offset:
             self.waiters.notify(self.hw)

@@ -161,18 +161,18 @@ class DataHandlers:
 
     async def _await_acks(self, pending: list[tuple[dict[str, Any], Partition, int, int]],
                           acks: int, timeout_s: float) -> None:
-        async def one(out: dict[str, Any], p: Partition, next_offset: int) -> None:
+        async def one(out: dict[str, Any], p: Partition, next_offset: int, epoch: int) -> None:
             try:
                 await self.m.durable(p, next_offset)
                 if acks == -1:
-                    await p.wait_committed(next_offset)
+                    await p.wait_committed(next_offset, epoch)
                     p.check_isr_after_append()
             except RaftlogError as exc:
                 _err(out, exc)
             except OSError as exc:
                 _err(out, error(ErrorCode.UNKNOWN_SERVER_ERROR, f"storage failed: {exc}"))
 
-        tasks = [asyncio.ensure_future(one(out, p, nxt)) for out, p, nxt, _ in pending]
+        tasks = [asyncio.ensure_future(one(out, p, nxt, epoch)) for out, p, nxt, epoch in pending]
         done, not_done = await asyncio.wait(tasks, timeout=timeout_s)
         for t in not_done:
             t.cancel()
