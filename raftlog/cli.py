@@ -373,7 +373,6 @@ async def cmd_consume(args: argparse.Namespace) -> int:
             await c.seek_to_end()
         ends = None if args.follow else await c.end_offsets(tps)
         left = args.max_messages
-        as_json = args.format == "json"
         while True:
             if ends is not None:
                 todo = [tp for tp in tps if await c.position(tp) < ends[tp]]
@@ -384,29 +383,23 @@ async def cmd_consume(args: argparse.Namespace) -> int:
             got = await c.getmany(*todo, timeout_ms=CONSUME_POLL_MS,
                                   max_records=min(left, CONSUME_POLL_RECORDS) if left
                                   else CONSUME_POLL_RECORDS)
-            out = []
-            for recs in got.values():
-                for r in recs:
-                    if ends is not None and r.offset >= ends[TopicPartition(r.topic, r.partition)]:
-                        continue
-                    if as_json:
-                        out.append(json.dumps({
-                            "topic": r.topic, "partition": r.partition, "offset": r.offset,
-                            "timestamp": r.timestamp, "key": _text(r.key), "value": _text(r.value),
-                            "headers": [[k, _text(v)] for k, v in r.headers]}))
-                    elif args.print_key:
-                        out.append(f"{_text(r.key) or ''}\t{_text(r.value) or ''}")
-                    else:
-                        out.append(_text(r.value) or "")
+            out = [_format_record(args, r) for recs in got.values() for r in recs
+                   if ends is None or r.offset < ends[TopicPartition(r.topic, r.partition)]]
             if out:
-                if left is not None:
-                    out = out[:left]
-                    left -= len(out)
-                sys.stdout.write("\n".join(out) + "\n")
-                sys.stdout.flush()
+                left = _print_lines(out, left)
             if left is not None and left <= 0:
                 break
     return 0
+
+
+def _print_lines(lines: list[str], left: int | None) -> int | None:
+    """Print up to `left` lines (all when None); what is left to print afterwards."""
+    if left is not None:
+        lines = lines[:left]
+        left -= len(lines)
+    sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.flush()
+    return left
 
 
 def _format_record(args: argparse.Namespace, r: Any) -> str:
@@ -438,11 +431,7 @@ async def _consume_group(args: argparse.Namespace, t: int) -> int:
                                   else CONSUME_POLL_RECORDS)
             out = [_format_record(args, r) for recs in got.values() for r in recs]
             if out:
-                if left is not None:
-                    out = out[:left]
-                    left -= len(out)
-                sys.stdout.write("\n".join(out) + "\n")
-                sys.stdout.flush()
+                left = _print_lines(out, left)
                 await c.commit()
             if left is not None and left <= 0:
                 break

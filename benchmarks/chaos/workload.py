@@ -131,6 +131,19 @@ async def _producer(name: str, args: argparse.Namespace, hist: History, ops: lis
         await asyncio.wait(list(tasks), timeout=args.delivery_timeout_ms / 1000 + 5)
 
 
+
+def _log_poll(hist: "History", name: str, tp: Any, recs: list) -> None:
+    hist.write({"type": "poll", "process": name, "partition": tp.partition,
+                "records": [[r.offset, (r.value or b"").decode()] for r in recs]})
+
+
+async def _stop_quietly(c: Any) -> None:
+    """A consumer's stop bounded in time; its errors are not the history's business."""
+    try:
+        await asyncio.wait_for(c.stop(), 5)
+    except Exception:
+        pass
+
 async def _consumer(name: str, args: argparse.Namespace, parts: list[int], hist: History,
                     deadline: float) -> None:
     from raftlog import Consumer, TopicPartition
@@ -151,19 +164,14 @@ async def _consumer(name: str, args: argparse.Namespace, parts: list[int], hist:
             while time.monotonic() < deadline:
                 got = await c.getmany(timeout_ms=300)
                 for tp, recs in got.items():
-                    if not recs:
-                        continue
-                    hist.write({"type": "poll", "process": name, "partition": tp.partition,
-                                "records": [[r.offset, (r.value or b"").decode()] for r in recs]})
-                    positions[tp.partition] = recs[-1].offset + 1
+                    if recs:
+                        _log_poll(hist, name, tp, recs)
+                        positions[tp.partition] = recs[-1].offset + 1
         except Exception as exc:
             hist.write({"type": "note", "process": name, "what": f"consumer: {exc!r}"[:300]})
             await asyncio.sleep(0.5)
         finally:
-            try:
-                await asyncio.wait_for(c.stop(), 5)
-            except Exception:
-                pass
+            await _stop_quietly(c)
 
 
 async def _group_consumer(name: str, args: argparse.Namespace, hist: History,
@@ -191,9 +199,7 @@ async def _group_consumer(name: str, args: argparse.Namespace, hist: History,
                                 "partitions": sorted(tp.partition for tp in now)})
                 for tp, recs in got.items():
                     if recs:
-                        hist.write({"type": "poll", "process": name, "partition": tp.partition,
-                                    "records": [[r.offset, (r.value or b"").decode()]
-                                                for r in recs]})
+                        _log_poll(hist, name, tp, recs)
                 if any(got.values()):
                     offsets = {tp: recs[-1].offset + 1 for tp, recs in got.items() if recs}
                     try:
@@ -209,10 +215,7 @@ async def _group_consumer(name: str, args: argparse.Namespace, hist: History,
             hist.write({"type": "note", "process": name, "what": f"group consumer: {exc!r}"[:300]})
             await asyncio.sleep(0.5)
         finally:
-            try:
-                await asyncio.wait_for(c.stop(), 5)
-            except Exception:
-                pass
+            await _stop_quietly(c)
 
 
 async def run(args: argparse.Namespace) -> None:

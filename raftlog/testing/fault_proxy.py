@@ -22,6 +22,7 @@ from typing import Any, Awaitable, Callable
 import aiohttp
 import msgpack
 
+from raftlog.client.transport import _decode
 from raftlog.codec import batch as codec
 
 HOST = "127.0.0.1"
@@ -259,16 +260,6 @@ def _produce_batches(body: bytes) -> list[ProducedBatch]:
     except Exception:  # not ours to judge: the broker answers a malformed request
         return []
 
-
-def _decode(raw: bytes, ctype: str) -> Any:
-    if not raw:
-        return None
-    try:
-        if ctype == MSGPACK:
-            return msgpack.unpackb(raw, raw=False, strict_map_key=False)
-        return json.loads(raw)
-    except Exception as exc:
-        raise ValueError(str(exc)) from None
 
 
 def _encode(v: Any, ctype: str) -> bytes:
