@@ -9,13 +9,12 @@ import json
 import subprocess
 import sys
 import threading
-import urllib.error
-import urllib.request
 from typing import Any
 
 from urllib.parse import urlsplit
 
 from benchmarks.chaos.nsguard import host_allowed, require_private_netns
+from raftlog.testing.cluster import HttpError, http_json
 
 
 def _serve() -> None:
@@ -25,20 +24,12 @@ def _serve() -> None:
             req = json.loads(line)
             if not host_allowed(urlsplit(req["url"]).hostname or ""):
                 raise PermissionError(f"host of {req['url']} not allowed here")
-            data = None if req.get("body") is None else json.dumps(req["body"]).encode()
-            r = urllib.request.Request(req["url"], data=data, method=req.get("method", "GET"),
-                                       headers={"Content-Type": "application/json"})
             try:
-                with urllib.request.urlopen(r, timeout=float(req.get("timeout", 2.0))) as resp:
-                    out: dict[str, Any] = {"status": resp.status,
-                                           "body": json.loads(resp.read() or b"null")}
-            except urllib.error.HTTPError as exc:
-                raw = exc.read()
-                try:
-                    body = json.loads(raw)
-                except ValueError:
-                    body = {"raw": raw.decode(errors="replace")}
-                out = {"status": exc.code, "body": body}
+                out: dict[str, Any] = {"status": 200, "body": http_json(
+                    req.get("method", "GET"), req["url"], req.get("body"),
+                    timeout_s=float(req.get("timeout", 2.0)))}
+            except HttpError as exc:
+                out = {"status": exc.status, "body": exc.body}
         except Exception as exc:  # connection refused, timeout, bad JSON: the harness decides
             out = {"error": f"{type(exc).__name__}: {exc}"}
         sys.stdout.write(json.dumps(out) + "\n")
