@@ -246,19 +246,25 @@ class ProcessCluster:
         return wait_until(stable, timeout_s, what="one controller named by every live node")
 
     def wait_ready(self, timeout_s: float = 30.0, nodes: list[int] | None = None) -> dict:
-        """Until a controller exists and the given nodes (default: live ones) are active."""
+        """Until every live node sees a controller and the given nodes (default: live ones) active.
+
+        Every node, not any one: a node just restarted replays its own journal and may, for a
+        moment, still show itself active under its previous broker epoch.
+        """
         want = nodes or self.live_nodes()
 
         def ready() -> dict | None:
+            seen = None
             for i in self.live_nodes():
                 try:
                     st = self.get(i, "/v1/cluster", timeout_s=1.0)
                 except Exception:
-                    continue
+                    return None
                 states = {b["id"]: b["state"] for b in st.get("brokers", [])}
-                if st.get("controller") is not None and all(states.get(w) == "active" for w in want):
-                    return st
-            return None
+                if st.get("controller") is None or not all(states.get(w) == "active" for w in want):
+                    return None
+                seen = st
+            return seen
         try:
             return wait_until(ready, timeout_s, 0.1, "cluster ready")
         except TimeoutError:
