@@ -24,6 +24,7 @@ from raftlog.groups import offsets as off
 from raftlog.groups.coordinator import Coordinator, Group
 from raftlog.groups.retention import Retention
 from raftlog.meta.view import MetadataView
+from raftlog.replication.partition import LEADER
 
 if TYPE_CHECKING:
     from raftlog.replication.partition import Partition
@@ -161,7 +162,6 @@ class GroupService:
                         f"broker {self.b.node_id} is not the coordinator of group {group!r}",
                         hint)
         p = self.b.replicas.partitions.get((off.OFFSETS_TOPIC, idx))
-        from raftlog.replication.partition import LEADER
         if p is None or p.role != LEADER or p.leader_epoch != pi.leader_epoch:
             raise error(ErrorCode.COORDINATOR_NOT_AVAILABLE,
                         f"group {group!r}: this broker is becoming its coordinator",
@@ -304,7 +304,6 @@ class GroupService:
         """Load every offsets partition this broker leads: state is otherwise loaded on a
         group's first request, and a group nobody asks about (say, after a full restart) must
         still expire."""
-        from raftlog.replication.partition import LEADER
         t = self.b.view.topic(off.OFFSETS_TOPIC)
         if t is None:
             return
@@ -376,53 +375,115 @@ class GroupService:
                      entries: list[tuple[str, int, int, str]],
                      instance_id: str | None = None) -> None:
         p = await self.coordinate(group)
+        staged = self._stage_commit(p, group, member_id, generation, entries, instance_id)
+        if staged is not None:
+            await staged[0]
+            self._committed(group, staged[1])
+
+    def _stage_commit(self, p: Partition, group: str, member_id: str, generation: int,
+                      entries: list[tuple[str, int, int, str]], instance_id: str | None
+                      ) -> tuple[asyncio.Future[None], dict[tuple[str, int],
+                                                            off.OffsetAndMetadata]] | None:
+        """Validate one commit and queue its records for the next append of `p`: the future of
+        that append and the offsets to cache once it is acknowledged (see _committed); None for
+        an empty commit (validated, nothing to write). Raises the commit's RaftlogError."""
         self.coord.check_commit(group, member_id, generation,
                                 [(t, part) for t, part, _o, _md in entries], instance_id)
         if not entries:
-            return
+            return None
         now = self.wall_clock()
         values = {(t, part): off.OffsetAndMetadata(o, md, now) for t, part, o, md in entries}
         key = off.offset_key
         val = off.offset_value
-        await self._append(p, [(key(group, t, part), val(om), None, now)
-                               for (t, part), om in values.items()])
-        cache = self.offsets.setdefault(group, {})
-        cache.update(values)
-        self.retention.touch(group, now)
+        fut = self._enqueue(p, [(key(group, t, part), val(om), None, now)
+                                for (t, part), om in values.items()])
+        return fut, values
+
+    def _committed(self, group: str, values: dict[tuple[str, int], off.OffsetAndMetadata]
+                   ) -> None:
+        """An acknowledged commit's offsets become what offset fetches answer."""
+        self.offsets.setdefault(group, {}).update(values)
+        self.retention.touch(group, next(iter(values.values())).commit_ms)
+
+    def _coordinated(self, group: str) -> Partition | None:
+        """`coordinate(group)` when it can answer without waiting (the offsets topic ready, the
+        group's partition led here and loaded); None otherwise (then call coordinate)."""
+        if not isinstance(group, str) or not group or self.b.view is not self._topic_ready_view:
+            return None
+        idx = self.partition_index(group)
+        pi = self.b.view.partition(off.OFFSETS_TOPIC, idx)
+        p = self.b.replicas.partitions.get((off.OFFSETS_TOPIC, idx))
+        if pi is None or p is None or pi.leader != self.b.node_id or p.role != LEADER \
+                or p.leader_epoch != pi.leader_epoch or self._loaded.get(idx) != p.leader_epoch:
+            return None
+        return p
 
     async def commit_batch(self, commits: list[CommitArgs | RaftlogError]
                            ) -> list[RaftlogError | None]:
         """Several groups' offset commits from one request (a client coalescing its commits
-        per coordinator node): each is validated and applied by `commit`, independently — a
-        stale generation fails its own entry only — and, being queued in the same loop turn,
-        they share appends (one per offsets partition, see _append). Each entry's result
-        (None = committed) is known once the high watermark passes its records. An entry that
-        is already an error (malformed) stays that error."""
-        async def one(c: CommitArgs | RaftlogError) -> RaftlogError | None:
-            if isinstance(c, RaftlogError):
-                return c
-            try:
-                await self.commit(*c)
-            except RaftlogError as exc:
-                return exc
-            return None
-        return list(await asyncio.gather(*(one(c) for c in commits)))
+        per coordinator node): each is validated and applied independently -- a stale
+        generation fails its own entry only -- and, being queued in the same loop turn, they
+        share appends (one per offsets partition, see _append). Each entry's result (None =
+        committed) is known once the high watermark passes its records. An entry that is
+        already an error (malformed) stays that error.
 
-    async def _append(self, p: Partition, records: list[tuple[Any, Any, Any, int]]) -> None:
-        """Append offset records and return once they are committed (like acks=all).
+        The common case is one synchronous pass: every entry whose group this broker
+        coordinates with state loaded is validated and queued at once, and the request then
+        awaits the appends' futures -- no coroutine per entry. Entries that must wait (the
+        offsets topic being created, a partition being loaded, NOT_COORDINATOR answers) go
+        through `commit`."""
+        results: list[RaftlogError | None] = [None] * len(commits)
+        waits: list[tuple[int, str, asyncio.Future[None],
+                          dict[tuple[str, int], off.OffsetAndMetadata]]] = []
+        slow: list[tuple[int, Any]] = []
+        for i, c in enumerate(commits):
+            if isinstance(c, RaftlogError):
+                results[i] = c
+                continue
+            p = self._coordinated(c[0])
+            if p is None:
+                slow.append((i, self.commit(*c)))
+                continue
+            try:
+                staged = self._stage_commit(p, *c)
+            except RaftlogError as exc:
+                results[i] = exc
+                continue
+            if staged is not None:
+                waits.append((i, c[0], *staged))
+        outcomes = await asyncio.gather(*(w[2] for w in waits), *(co for _i, co in slow),
+                                        return_exceptions=True)
+        for (i, group, _fut, values), res in zip(waits, outcomes):
+            if res is None:
+                self._committed(group, values)
+        for (i, *_rest), res in zip(waits + slow, outcomes):    # type: ignore[operator]
+            if isinstance(res, RaftlogError):
+                results[i] = res
+            elif isinstance(res, BaseException):
+                raise res
+        return results
+
+    def _enqueue(self, p: Partition, records: list[tuple[Any, Any, Any, int]]
+                 ) -> asyncio.Future[None]:
+        """Queue offset records for the next append of `p`; the future resolves once they are
+        committed (like acks=all).
 
         One append per offsets partition is in flight at a time: commits arriving while it waits
         for the high watermark queue up and go out together as the next batch when it is
         acknowledged. So N concurrent committers cost about one append and one replication
         round per round trip instead of one each; a lone committer still appends at once.
+        One future per waiter: a waiter whose request is cancelled cancels only its own.
         """
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.setdefault(p.key, []).append((records, fut))
         if p.key not in self._in_flight:
             self._in_flight.add(p.key)
             asyncio.get_running_loop().call_soon(self._flush_commits, p)
-        # One future per waiter: a waiter whose request is cancelled cancels only its own.
-        await fut
+        return fut
+
+    async def _append(self, p: Partition, records: list[tuple[Any, Any, Any, int]]) -> None:
+        """Append offset records and return once they are committed (see _enqueue)."""
+        await self._enqueue(p, records)
 
     def _flush_commits(self, p: Partition) -> None:
         """Append the queued commits of `p` (up to COMMIT_BATCH_MAX_RECORDS) as one batch."""
