@@ -30,7 +30,6 @@ import time
 import weakref
 from typing import Any, Awaitable, Callable
 
-from raftlog.aio import within
 from raftlog.client.transport import Transport
 from raftlog.errors import ErrorCode, RaftlogError, error, from_wire
 
@@ -44,6 +43,12 @@ MAX_FETCH_BATCH_ENTRIES = 200
 MAX_HEARTBEAT_BATCH_ENTRIES = 200
 
 Send = Callable[[str, str, dict[str, Any], float], Awaitable[Any]]
+
+
+def _expire(fut: asyncio.Future[Any], where: str, timeout_ms: float) -> None:
+    if not fut.done():
+        fut.set_exception(error(ErrorCode.REQUEST_TIMED_OUT,
+                                f"no answer from {where} within {timeout_ms:.0f} ms"))
 
 
 class _Waiter:
@@ -85,14 +90,14 @@ class RequestBatcher:
         if url not in self._in_flight:
             self._in_flight.add(url)
             loop.call_soon(self._flush, url)     # after every entry of this loop turn
+        # The deadline fails this caller's own future only: the batch carries on, and a
+        # cancelled caller cancels only its own future too. A bare timer rather than
+        # asyncio.timeout: this runs once per commit, heartbeat and fetch of every member.
+        timer = loop.call_later(timeout_s, _expire, fut, url + self.path, timeout_ms)
         try:
-            # A caller that gives up (timeout or cancelled) cancels only its own future: the
-            # batch carries on. (raftlog.aio: asyncio.wait_for would lose stop()'s cancellation.)
-            res = await within(fut, timeout_s)
-        except TimeoutError:
-            raise error(ErrorCode.REQUEST_TIMED_OUT,
-                        f"no answer from {url}{self.path} within "
-                        f"{timeout_ms:.0f} ms") from None
+            res = await fut
+        finally:
+            timer.cancel()
         if isinstance(res, dict) and isinstance(res.get("error"), str):
             raise from_wire(res)
         return res
