@@ -1,6 +1,6 @@
 """Consumer-group benchmark on a real 3-node cluster (one command, figures last).
 
-    .venv/bin/python benchmarks/groups_bench.py [--consumers 10] [--groups 200] [--seconds 5]
+    .venv/bin/python benchmarks/groups_bench.py [--consumers 10] [--groups 600] [--seconds 5]
         [--per-commit 1,50] [--commits-only] [--py-spy DIR]
 
 1. Time to a stable assignment: `--consumers` Consumers (one process, asyncio) join a 12-partition
@@ -14,13 +14,19 @@
    reported) for `--seconds`; every commit is acknowledged only after the offsets topic's high
    watermark passes it. As Kafka's figures, the rate counts commits across many
    committers: a single committer is bound by the replication round trip, not by the server.
-   Prints the CPU of the client and of each node; `--py-spy DIR` samples the nodes during the
-   commit phase (summarise with benchmarks/pyspy_top.py).
+   Prints the CPU of the client and of each node and the client's time in GC; `--py-spy DIR`
+   samples the nodes during the commit phase (summarise with benchmarks/pyspy_top.py).
+
+The client process holds hundreds of consumers' worth of long-lived objects, so CPython's default
+GC thresholds (700, 10, 10) spend about a quarter of its CPU re-walking them; like the brokers
+(raftlog/server/__main__.py) it runs with `--gc-threshold 50000,20,50` and freezes what exists
+once the consumers have joined. `--gc-threshold 700,10,10` measures the default.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import sys
 import tempfile
@@ -29,7 +35,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import ClientProfile, CpuMeter, start_py_spy, stop_py_spy  # noqa: E402
+from _common import ClientProfile, CpuMeter, GcMeter, start_py_spy, stop_py_spy  # noqa: E402
 from raftlog.client import Admin, Consumer, TopicPartition  # noqa: E402
 from raftlog.testing.cluster import ProcessCluster  # noqa: E402
 
@@ -85,6 +91,8 @@ async def bench_commits(c: ProcessCluster, groups: int, per_commit: int, seconds
     for x in cs:
         await x.wait_for_assignment()
     await asyncio.gather(*(wait_stable([x], per_commit) for x in cs))
+    gc.collect()
+    gc.freeze()
     for x in cs:
         # Committers that read nothing: without this each keeps an idle long-poll fetch
         # cycling (2/s per consumer), which is the fetch path's cost, not the commit path's.
@@ -111,24 +119,25 @@ async def bench_commits(c: ProcessCluster, groups: int, per_commit: int, seconds
     spies = start_py_spy(os.path.join(py_spy, f"per{per_commit}"), pids, seconds + 5) \
         if py_spy else []
     cpu = CpuMeter(pids).start()
-    with ClientProfile(profile, seconds) as prof:
+    with ClientProfile(profile, seconds) as prof, GcMeter() as gcm:
         t0 = time.perf_counter()
         await asyncio.gather(*(loop(x) for x in cs))
         elapsed = time.perf_counter() - t0
     cpu.stop()
+    gc.unfreeze()
     batches = batch_requests() - sent0
     stop_py_spy(spies)
     for line in prof.report(15, requests):
         print(line)
     await asyncio.gather(*(x.stop() for x in cs))
-    return (requests, requests * per_commit, elapsed, cpu.report(), sorted(latencies),
-            batches)
+    return (requests, requests * per_commit, elapsed,
+            f"{cpu.report()}; client {gcm.report(elapsed)}", sorted(latencies), batches)
 
 
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--consumers", type=int, default=10)
-    ap.add_argument("--groups", type=int, default=200)
+    ap.add_argument("--groups", type=int, default=600)
     ap.add_argument("--per-commit", default="1,50",
                     help="offsets per commit request, comma-separated: one run each")
     ap.add_argument("--seconds", type=float, default=5.0)
@@ -137,7 +146,10 @@ async def main() -> None:
                     help="py-spy the nodes during each commit run into DIR/perN/node-M.txt")
     ap.add_argument("--profile", nargs="?", const="cprofile", choices=("cprofile", "py-spy"),
                     default=None, help="where the client's CPU goes during the commit runs")
+    ap.add_argument("--gc-threshold", default="50000,20,50",
+                    help="the client process's gc.set_threshold (default 50000,20,50)")
     args = ap.parse_args()
+    gc.set_threshold(*(int(x) for x in args.gc_threshold.split(",")))
     with tempfile.TemporaryDirectory() as d, \
             ProcessCluster(d, 3, log_level="WARNING") as c:
         c.start()
