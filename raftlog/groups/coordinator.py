@@ -86,6 +86,8 @@ class Group:
     dirty_since_ms: int | None = None          # membership changed: a new target is due
     changes: int = 0                           # count of mark_dirty calls (see install)
     sizes: dict[str, int] = field(default_factory=dict)   # partition counts the target used
+    # The `sizes_token` (metadata version) `sizes` was last compared under (see due).
+    sizes_checked: object = None
     proposing: bool = False                    # a target is being committed to Raft
     # Member ids replaced by a newer process with the same group_instance_id -> that id.
     fenced_ids: dict[str, str] = field(default_factory=dict)
@@ -103,6 +105,7 @@ class Group:
 
     def mark_dirty(self, now_ms: int) -> None:
         self.changes += 1
+        self.sizes_checked = None          # subscriptions may have changed: compare again
         if self.dirty_since_ms is None:
             self.dirty_since_ms = now_ms
 
@@ -271,14 +274,19 @@ class Coordinator:
                     gone.append((g.name, m.member_id, why))
         return gone
 
-    def due(self, now_ms: int, sizes: Callable[[str], int | None]) -> list[Group]:
+    def due(self, now_ms: int, sizes: Callable[[str], int | None],
+            sizes_token: object = None) -> list[Group]:
         """Groups that need a new target now: dirty for `rebalance_delay_ms`, or a subscribed
-        topic changed its partition count (created, deleted, grown)."""
+        topic changed its partition count (created, deleted, grown). Partition counts change
+        only with the metadata: given a `sizes_token` that changes with it, a group's counts
+        are compared once per token (and again after each new target), not on every tick."""
         out = []
         for g in self.groups.values():
             if g.proposing:
                 continue
-            if g.dirty_since_ms is None and g.members:
+            if g.dirty_since_ms is None and g.members and \
+                    (sizes_token is None or g.sizes_checked is not sizes_token):
+                g.sizes_checked = sizes_token
                 for t in g.subscribed_topics():
                     if sizes(t) != g.sizes.get(t):
                         g.mark_dirty(now_ms - self.rebalance_delay_ms)
@@ -317,6 +325,7 @@ class Coordinator:
         g.target = {m: frozenset((t, p) for t, p in tps) for m, tps in assignment.items()
                     if m in g.members}
         g.sizes = dict(sizes)
+        g.sizes_checked = None
         # A change that arrived while the proposal was in flight keeps the group dirty.
         # (Counted, not timed: dirty_since_ms keeps the first change, so a join or leave during
         # the proposal would leave it equal and be lost — a joiner never assigned, a leaver's

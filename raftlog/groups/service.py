@@ -237,8 +237,8 @@ class GroupService:
                  off.OFFSETS_TOPIC, idx, p.leader_epoch, count, restored)
 
     # -- timers and rebalances --------------------------------------------------------------
-    def _still_coordinator(self, name: str) -> bool:
-        idx = self.partition_index(name)
+    def _still_coordinating(self, idx: int) -> bool:
+        """This broker still leads offsets partition `idx` with its state loaded."""
         pi = self.b.view.partition(off.OFFSETS_TOPIC, idx)
         p = self.b.replicas.partitions.get((off.OFFSETS_TOPIC, idx))
         return (pi is not None and pi.leader == self.b.node_id and p is not None
@@ -269,14 +269,16 @@ class GroupService:
             self._spawn(self._expire_groups(), "offsets-retention")
 
     def _tick_groups(self, now: int) -> None:
-        for name in [g for g in self.coord.groups if not self._still_coordinator(g)]:
+        # Decided per offsets partition (a few dozen), then each group is a cached lookup.
+        for idx in [i for i in self._loaded if not self._still_coordinating(i)]:
+            del self._loaded[idx]
+        loaded = self._loaded
+        for name in [g for g in self.coord.groups if self.partition_index(g) not in loaded]:
             log.info("group %s: no longer its coordinator", name)
             del self.coord.groups[name]
-            idx = self.partition_index(name)
-            self._loaded.pop(idx, None)
         for group, member, why in self.coord.expire(now):
             log.info("group %s: member %s removed (%s)", group, member, why)
-        for g in self.coord.due(now, self._sizes):
+        for g in self.coord.due(now, self._sizes, self.b.view):
             g.proposing = True
             assert self._spawn is not None
             self._spawn(self._rebalance(g), f"rebalance-{g.name}")
@@ -330,7 +332,7 @@ class GroupService:
         try:
             await self._load_led_partitions()
             for name in self.retention.expired(self.wall_clock(), self._active):
-                if not self._still_coordinator(name):
+                if not self._still_coordinating(self.partition_index(name)):
                     continue
                 try:
                     p = await self.coordinate(name)

@@ -238,3 +238,24 @@ def test_bad_join_arguments():
     with pytest.raises(RaftlogError) as e:
         h.c.heartbeat("g", "nobody", 0, [], 0)
     assert e.value.code is ErrorCode.UNKNOWN_MEMBER_ID
+
+
+def test_partition_count_change_is_seen_once_per_metadata_token():
+    h = Harness()
+    a, b = h.join()["member_id"], h.join()["member_id"]
+    h.rebalance()
+    h.settle([a, b])
+    g = h.c.groups["g"]
+    v1, v2 = object(), object()            # two metadata versions
+    assert h.c.due(h.now, SIZES, v1) == []
+    grown = {"t": 8}.get
+    # Same token: the counts were compared under it already, the growth is not looked at ...
+    assert h.c.due(h.now, grown, v1) == [] and g.dirty_since_ms is None
+    # ... a new token (the metadata changed) compares again and rebalances at once.
+    assert h.c.due(h.now, grown, v2) == [g]
+    gen, proto, assignment, sizes = h.c.compute_target(g, grown)
+    h.c.install(g, gen, proto, assignment, sizes, g.changes)
+    assert sizes == {"t": 8} and g.dirty_since_ms is None
+    # After a new target the same token is compared again: nothing more to do.
+    assert h.c.due(h.now, grown, v2) == [] and g.sizes_checked is v2
+    assert sorted(p for tps in assignment.values() for _t, p in tps) == list(range(8))
