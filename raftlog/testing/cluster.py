@@ -272,6 +272,11 @@ class ProcessCluster:
             raise TimeoutError(f"cluster not ready in {timeout_s}s\n{tails}") from None
 
 
+# Answers of a node whose metadata (or partition state) is behind: a client retries them.
+METADATA_LAG_ERRORS = ("LEADER_NOT_AVAILABLE", "UNKNOWN_TOPIC_OR_PARTITION",
+                       "NOT_LEADER_OR_FOLLOWER")
+
+
 def post_msgpack(url: str, body: Any, timeout_s: float = 20.0) -> Any:
     """POST a msgpack body; answers (errors included) come back decoded."""
     import msgpack
@@ -310,7 +315,8 @@ class DataClient:
         from raftlog.codec import batch
         now = int(_t.time() * 1000)
         b = batch.encode([(k, v, None, now) for k, v in records])
-        # Like a real producer, retry while a just-created partition is still being opened.
+        # Like a real producer, retry while a just-created partition is still being opened or
+        # the node asked has not applied the topic (or its leader) yet.
         deadline = _t.monotonic() + 10
         while True:
             target = node or self.leader(topic, p)
@@ -319,7 +325,7 @@ class DataClient:
                                 "partitions": [{"topic": topic, "partition": p, "batch": b}]},
                                timeout_s=timeout_ms / 1000 + 10)
             res = out["partitions"][0] if out["partitions"] else {}
-            if res.get("error") != "LEADER_NOT_AVAILABLE" or _t.monotonic() > deadline:
+            if res.get("error") not in METADATA_LAG_ERRORS or _t.monotonic() > deadline:
                 return res
             _t.sleep(0.05)
 
