@@ -119,7 +119,7 @@ class FetcherSession:
             if err:
                 if err == ErrorCode.OFFSET_OUT_OF_RANGE.name:
                     start = int((e.get("hint") or {}).get("log_start_offset", -1))
-                    if start > p.log_end_offset:
+                    if start > p.log_end_offset and p.cleaning_end is None:
                         log.warning("%s-%d: leader's log starts at %d past our end %d: "
                                     "restarting our log there", p.topic, p.index, start,
                                     p.log_end_offset)
@@ -131,7 +131,8 @@ class FetcherSession:
                 continue
             div = e.get("diverging_epoch")
             if div:
-                p.truncate_for_divergence(int(div["epoch"]), int(div["end_offset"]))
+                if p.truncate_for_divergence(int(div["epoch"]), int(div["end_offset"])) is None:
+                    backoff = True          # the cleaner holds that range: retry shortly
                 continue
             try:
                 p.append_follower(e.get("records") or b"", int(e["high_watermark"]),

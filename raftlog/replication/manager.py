@@ -84,7 +84,6 @@ class ReplicaManager:
         self._seen_topics: dict[str, Any] = {}
         self._seen_registration: tuple[bool, int] = (False, -1)
         self._opening: set[tuple[str, int]] = set()
-        self._cleaning: set[tuple[str, int]] = set()
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self, spawn: Callable[..., asyncio.Task[Any]]) -> None:
@@ -384,7 +383,7 @@ class ReplicaManager:
             await asyncio.sleep(self.cfg.log.retention_check_interval_ms / 1000)
             now = now_ms()
             for p in list(self.partitions.values()):
-                if p.key in self._cleaning:
+                if p.cleaning_end is not None:
                     continue   # the cleaner is rewriting its segments: next round
                 try:
                     await self.retention_once(p, now)
@@ -432,7 +431,7 @@ class ReplicaManager:
 
     async def clean_once(self, p: Partition, now: int) -> bool:
         cfg = p.config
-        if p.log.closed or p.key in self._cleaning:
+        if p.log.closed or p.cleaning_end is not None:
             return False
         ccfg = cleaner.CleanConfig(cfg["delete.retention.ms"],
                                    float(cfg["min.cleanable.dirty.ratio"]),
@@ -442,7 +441,7 @@ class ReplicaManager:
         plan = cleaner.plan_clean(p.log.segments(), p.log_start_offset, p.hw, state, now, ccfg)
         if plan is None:
             return False
-        self._cleaning.add(p.key)
+        p.cleaning_end = plan.end_offset
         try:
             segs, stats = await asyncio.to_thread(cleaner.clean, d, plan, now, ccfg,
                                                   p.log.options,
@@ -453,7 +452,7 @@ class ReplicaManager:
                 return False
             n = p.log.install_cleaned(segs)
         finally:
-            self._cleaning.discard(p.key)
+            p.cleaning_end = None
         log.info("%s-%d: cleaned %d segments up to %d: %d -> %d bytes, %d of %d records kept",
                  p.topic, p.index, n, plan.end_offset, stats.read_bytes, stats.written_bytes,
                  stats.records_kept, stats.records_read)

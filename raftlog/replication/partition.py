@@ -70,6 +70,11 @@ class Partition:
         self.waiters = OffsetWaiters()
         self._watchers: list[asyncio.Future[None]] = []
         self.isr_change_in_flight = False
+        # While the cleaner rewrites this log's segments below this offset (in a worker thread,
+        # swapping files in place), nothing may delete or truncate them under it: a follower
+        # defers moving its log start and truncating into that range until the clean ends (as
+        # Kafka's truncation pauses its cleaner), or the swap would bring removed files back.
+        self.cleaning_end: int | None = None
         # Rebuilt from batch headers, kept current on every append (leader and follower), so
         # whichever replica leads next dedupes retries the old leader already wrote.
         self.producers = ProducerStateTable()
@@ -267,14 +272,18 @@ class Partition:
         """(fetch offset, last fetched epoch) for the next follower fetch."""
         return self.log.log_end_offset, self.log.latest_epoch
 
-    def truncate_for_divergence(self, epoch: int, end_offset: int) -> int:
-        """KIP-279: truncate to the smaller of the leader's and our own end of `epoch`."""
+    def truncate_for_divergence(self, epoch: int, end_offset: int) -> int | None:
+        """KIP-279: truncate to the smaller of the leader's and our own end of `epoch`; the
+        offset truncated to, or None when that would cut into segments being cleaned (the
+        next fetch asks again)."""
         if epoch < 0 or end_offset < 0:
             target = self.log_start_offset
         else:
             own_epoch, own_end = self.log.end_offset_for_epoch(epoch)
             target = end_offset if own_epoch != epoch else min(end_offset, own_end)
         target = max(min(target, self.log_end_offset), self.log_start_offset)
+        if self.cleaning_end is not None and target < self.cleaning_end:
+            return None
         log.warning("%s-%d: diverged from leader %d at epoch %d; truncating %d -> %d",
                     self.topic, self.index, self.leader_id, epoch, self.log_end_offset, target)
         self.log.truncate_to(target)
@@ -289,7 +298,8 @@ class Partition:
             self.log.append_replica(records, now_ms)
             for _pos, h in batch_codec.iter_batches(records):
                 self.producers.update(h)
-        if leader_log_start > self.log_start_offset and leader_log_start <= self.log_end_offset:
+        if leader_log_start > self.log_start_offset and leader_log_start <= self.log_end_offset \
+                and self.cleaning_end is None:
             self.log.delete_before(leader_log_start)
         new_hw = min(leader_hw, self.log_end_offset)
         if new_hw > self.hw:
