@@ -47,7 +47,9 @@ from _common import (ClientProfile, CpuMeter, GcMeter, MIB, PerfProducer, Produc
                      wait_producible)  # noqa: E402
 
 from raftlog.client import Producer, RecordFuture  # noqa: E402
+from raftlog.client.producer import DEFAULT_BATCH_SIZE  # noqa: E402
 
+SEND_BATCH_BYTES = 960 * 1024
 ACKS = {"all": -1, "-1": -1, "1": 1, "0": 0}
 
 
@@ -69,9 +71,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="records per batch for --raw and send_batch (default: --batch-bytes / "
                         "record size)")
     p.add_argument("--batch-bytes", type=int, default=None,
-                   help="batch size: the producer's batch_size for --mode send (default 64 KiB, "
-                        "the library's), records per call for send_batch and --raw "
-                        "(default 256 KiB)")
+                   help="batch size: the producer's batch_size for --mode send (default "
+                        "256 KiB, the library's), records per call for send_batch (default "
+                        "960 KiB) and --raw (default 256 KiB)")
     p.add_argument("--linger-ms", type=float, default=5, help="producer linger_ms (default 5)")
     p.add_argument("--in-flight", type=int, default=None,
                    help="produce requests in flight per leader (default 5 with the library, "
@@ -221,7 +223,9 @@ async def send_batch_loop(prod: Producer, topic: str, n_parts: int, batch_record
 async def run_client(args: argparse.Namespace, urls: list[str], topic: str, n_parts: int,
                      node_pids: dict[int, int]) -> str:
     send_mode = args.mode == "send"
-    batch_bytes = args.batch_bytes or (64 * 1024 if send_mode else 256 * 1024)
+    # send(): the producer's own default batch_size; send_batch(): calls of just under the
+    # brokers' 1 MiB max.message.bytes (record overhead included).
+    batch_bytes = args.batch_bytes or (DEFAULT_BATCH_SIZE if send_mode else SEND_BATCH_BYTES)
     batch_records = args.batch_records or default_batch_records(args.record_size, batch_bytes)
     max_request = args.max_request_size or max(MIB, 4 * batch_bytes)
     prod = Producer(urls, acks=args.acks if args.acks != "-1" else "all",

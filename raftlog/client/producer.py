@@ -69,13 +69,22 @@ class _Waiting:
         self.bulk = bulk
 
 
+# Kafka's batch.size default is 16 KiB; here each produce request costs ~0.3-0.5 ms of Python
+# (client and brokers, replica fetches included) whatever its size, so a batch carries more
+# records before that cost dominates: 64 -> 256 KiB took send() of 100 B records from ~0.14 to
+# ~0.28 M/s into RF=1 and from ~0.1 to ~0.23 M/s into RF=3 acks=all (benchmarks/produce_perf.py,
+# same machine load). Batches only grow this big under load: linger_ms closes them first
+# otherwise, and memory is counted by bytes used, not by batch_size.
+DEFAULT_BATCH_SIZE = 256 * KIB
+
+
 class Producer:
     """Async producer. `async with Producer(...) as p:` or `await p.start()` / `await p.stop()`."""
 
     def __init__(self, bootstrap_servers: str | Iterable[str] = "127.0.0.1:9091", *,
                  acks: str | int = "all",
                  linger_ms: float = 5,
-                 batch_size: int = 64 * KIB,
+                 batch_size: int = DEFAULT_BATCH_SIZE,
                  max_in_flight: int = 5,
                  buffer_memory: int = 32 * MIB,
                  max_block_ms: int = 60_000,
