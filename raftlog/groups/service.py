@@ -147,6 +147,9 @@ class GroupService:
     async def coordinate(self, group: str) -> Partition:
         """This broker's leader replica of the group's partition, state loaded; otherwise
         NOT_COORDINATOR (with the coordinator in the hint) or COORDINATOR_NOT_AVAILABLE."""
+        p = self._coordinated(group)
+        if p is not None:
+            return p
         if not isinstance(group, str) or not group:
             raise error(ErrorCode.INVALID_REQUEST, "'group' must be a non-empty string")
         await self.ensure_topic()
@@ -242,6 +245,7 @@ class GroupService:
         pi = self.b.view.partition(off.OFFSETS_TOPIC, idx)
         p = self.b.replicas.partitions.get((off.OFFSETS_TOPIC, idx))
         return (pi is not None and pi.leader == self.b.node_id and p is not None
+                and p.role == LEADER
                 and self._loaded.get(idx) == p.leader_epoch == pi.leader_epoch)
 
     def _sizes(self, topic: str) -> int | None:
@@ -413,12 +417,8 @@ class GroupService:
         if not isinstance(group, str) or not group or self.b.view is not self._topic_ready_view:
             return None
         idx = self.partition_index(group)
-        pi = self.b.view.partition(off.OFFSETS_TOPIC, idx)
-        p = self.b.replicas.partitions.get((off.OFFSETS_TOPIC, idx))
-        if pi is None or p is None or pi.leader != self.b.node_id or p.role != LEADER \
-                or p.leader_epoch != pi.leader_epoch or self._loaded.get(idx) != p.leader_epoch:
-            return None
-        return p
+        return self.b.replicas.partitions.get((off.OFFSETS_TOPIC, idx)) \
+            if self._still_coordinating(idx) else None
 
     async def commit_batch(self, commits: list[CommitArgs | RaftlogError]
                            ) -> list[RaftlogError | None]:
@@ -458,7 +458,7 @@ class GroupService:
         for (i, group, _fut, values), res in zip(waits, outcomes):
             if res is None:
                 self._committed(group, values)
-        for (i, *_rest), res in zip(waits + slow, outcomes):    # type: ignore[operator]
+        for i, res in zip([w[0] for w in waits] + [i for i, _co in slow], outcomes):
             if isinstance(res, RaftlogError):
                 results[i] = res
             elif isinstance(res, BaseException):
