@@ -253,8 +253,13 @@ async def test_retry_after_lost_response_and_leader_move_does_not_duplicate(fake
         assert md.offset == 0
         assert (await p.send("t", b"next", partition=0)).offset == 1
     assert log_values(fake2, "t", 0) == [(0, None, b"exactly-once"), (1, None, b"next")]
+    # The first attempt went to node 1; the retry reached node 2 -- straight away when the
+    # client's metadata refresh (after the lost answer) already saw the move, else after
+    # node 1 answered NOT_LEADER_OR_FOLLOWER. Either way the record is in the log once.
     produce_nodes = [n for n, path in fake2.requests if path == "produce"]
-    assert produce_nodes[:2] == [1, 1] and produce_nodes[-1] == 2
+    k = produce_nodes.index(2)
+    assert k >= 1 and produce_nodes == [1] * k + [2] * (len(produce_nodes) - k), produce_nodes
+    assert len(produce_nodes) - k >= 2          # the retry and "next" both on node 2
 
 
 async def test_null_key_fast_path_builds_the_same_batch_as_the_general_path(fake):
