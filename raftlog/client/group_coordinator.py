@@ -272,7 +272,10 @@ class GroupMember:
                 else:
                     body = {"group": self.group_id, "member_id": self.member_id,
                             "generation": self.generation, "owned": owned,
-                            "topics": list(self.topics)}
+                            "topics": list(self.topics),
+                            # for a coordinator that restored us from Raft after a move
+                            "session_timeout_ms": self.session_timeout_ms,
+                            "rebalance_timeout_ms": self.rebalance_timeout_ms}
                     hbs = (await self._batchers()).heartbeats
                     # Coalesced with the process's other heartbeats to the same coordinator
                     # node (their own lane: never behind a commit batch).

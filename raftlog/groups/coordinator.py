@@ -64,6 +64,7 @@ class Member:
     generation: int = 0                        # the generation we last told it
     revoke_deadline_ms: int | None = None      # must release revoked partitions before this
     topics_known: bool = True                  # False for members restored from Raft
+    timeouts_known: bool = True                # False for them too, until a heartbeat says
 
     @property
     def held(self) -> frozenset[TP]:
@@ -198,7 +199,11 @@ class Coordinator:
                         f"group_instance_id {g.fenced_ids[member_id]!r}")
 
     def heartbeat(self, group: str, member_id: str, generation: int, owned: Iterable[TP],
-                  now_ms: int, topics: Iterable[str] | None = None) -> dict[str, Any]:
+                  now_ms: int, topics: Iterable[str] | None = None,
+                  timeouts: tuple[int, int] | None = None) -> dict[str, Any]:
+        """`timeouts` (session, rebalance ms, as the member joined with): adopted by a member
+        restored from Raft, which until then has the defaults -- a member with a short session
+        that died right after a coordinator move is then noticed in its own session timeout."""
         g = self.groups.get(group)
         self.check_fenced(g, member_id)
         m = g.members.get(member_id) if g is not None else None
@@ -218,6 +223,11 @@ class Coordinator:
                     g.mark_dirty(now_ms)
                 m.topics = ts
             m.topics_known = True
+        if timeouts is not None and not m.timeouts_known \
+                and self.min_session_timeout_ms <= timeouts[0] <= self.max_session_timeout_ms \
+                and timeouts[1] > 0:
+            m.session_timeout_ms, m.rebalance_timeout_ms = timeouts
+            m.timeouts_known = True
         return self._touch_and_answer(g, m, owned, now_ms)
 
     def leave(self, group: str, member_id: str | None, instance_id: str | None,
@@ -344,7 +354,7 @@ class Coordinator:
                                     DEFAULT_SESSION_TIMEOUT_MS, DEFAULT_REBALANCE_TIMEOUT_MS,
                                     protocol or "range", now_ms + DEFAULT_SESSION_TIMEOUT_MS,
                                     reported=owned, told=owned, generation=generation,
-                                    topics_known=False)
+                                    topics_known=False, timeouts_known=False)
             g.target[mid] = owned
         g.sizes = {t: n for t in g.subscribed_topics() if (n := sizes(t)) is not None}
         self.groups[name] = g

@@ -35,8 +35,10 @@ log = logging.getLogger("raftlog.groups")
 # One offset commit: (group, member_id, generation, [(topic, partition, offset, metadata)],
 # group_instance_id or None) -- the arguments of GroupService.commit.
 CommitArgs = tuple[str, str, int, list[tuple[str, int, int, str]], str | None]
-# group, member_id, generation, owned [(topic, partition)], topics (None: unchanged)
-HeartbeatArgs = tuple[str, str, int, list[tuple[str, int]], list[str] | None]
+# group, member_id, generation, owned [(topic, partition)], topics (None: unchanged),
+# (session_timeout_ms, rebalance_timeout_ms) or None
+HeartbeatArgs = tuple[str, str, int, list[tuple[str, int]], list[str] | None,
+                      tuple[int, int] | None]
 
 TICK_MS = 50
 TOPIC_WAIT_S = 15.0
@@ -543,13 +545,14 @@ class GroupService:
         asyncio.get_running_loop().call_later(COMMIT_TIMEOUT_S, task.cancel)
 
     async def heartbeat(self, group: str, member_id: str, generation: int,
-                        owned: list[tuple[str, int]], topics: list[str] | None
-                        ) -> dict[str, Any]:
+                        owned: list[tuple[str, int]], topics: list[str] | None,
+                        timeouts: tuple[int, int] | None = None) -> dict[str, Any]:
         """One member's heartbeat: its session renewed (per member, now) and its current
         assignment / rebalance signal, or UNKNOWN_MEMBER_ID, ILLEGAL_GENERATION,
         FENCED_INSTANCE_ID, NOT_COORDINATOR. Never a Raft entry, never waits on an append."""
         await self.coordinate(group)
-        return self.coord.heartbeat(group, member_id, generation, owned, self.clock(), topics)
+        return self.coord.heartbeat(group, member_id, generation, owned, self.clock(), topics,
+                                    timeouts)
 
     async def heartbeat_batch(self, heartbeats: list[HeartbeatArgs | RaftlogError]
                               ) -> list[dict[str, Any] | RaftlogError]:

@@ -19,6 +19,7 @@ from raftlog.server.http import answer, field, read_body
 BATCH_MAX_ENTRIES = 10_000
 
 if TYPE_CHECKING:
+    from raftlog.groups.service import HeartbeatArgs
     from raftlog.server.broker import Broker
 
 
@@ -89,15 +90,18 @@ def _commit_args(body: Any) -> tuple[str, str, int, list[tuple[str, int, int, st
             entries, field(body, "group_instance_id", str, "") or None)
 
 
-def _heartbeat_args(body: Any) -> tuple[str, str, int, list[tuple[str, int]],
-                                        list[str] | None]:
-    """One Heartbeat ({group, member_id, generation, owned, topics?}) as the arguments of
-    GroupService.heartbeat."""
+def _heartbeat_args(body: Any) -> HeartbeatArgs:
+    """One Heartbeat ({group, member_id, generation, owned, topics?, session_timeout_ms?,
+    rebalance_timeout_ms?}) as the arguments of GroupService.heartbeat."""
     if not isinstance(body, dict):
         raise error(ErrorCode.INVALID_REQUEST, "a heartbeat must be an object")
+    timeouts = None
+    if body.get("session_timeout_ms") is not None:
+        timeouts = (field(body, "session_timeout_ms", int, lo=1),
+                    field(body, "rebalance_timeout_ms", int, lo=1))
     return (field(body, "group", str), field(body, "member_id", str),
             field(body, "generation", int), _tps(body.get("owned") or [], "owned"),
-            _topics(body))
+            _topics(body), timeouts)
 
 
 def _parse_entries(body: Any, key: str, parse: Callable[[Any], Any]) -> list[Any]:

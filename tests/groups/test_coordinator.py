@@ -259,3 +259,24 @@ def test_partition_count_change_is_seen_once_per_metadata_token():
     # After a new target the same token is compared again: nothing more to do.
     assert h.c.due(h.now, grown, v2) == [] and g.sizes_checked is v2
     assert sorted(p for tps in assignment.values() for _t, p in tps) == list(range(8))
+
+
+def test_restored_member_adopts_its_session_timeout_from_its_heartbeat():
+    """Restored from Raft a member has the default 10 s session; its first heartbeat says it
+    joined with 1 s, so a death right after the move is noticed after 1 s, not 10."""
+    h = Harness()
+    a, b = h.join(session=1000)["member_id"], h.join(session=1000)["member_id"]
+    h.rebalance()
+    owned = h.settle([a, b])
+    g = h.c.groups["g"]
+    c2 = Coordinator()
+    c2.restore("g", g.generation, g.protocol, {m: owned[m] for m in (a, b)}, 0, SIZES)
+    c2.heartbeat("g", a, g.generation, owned[a], 10, topics=["t"], timeouts=(1000, 5000))
+    c2.heartbeat("g", b, g.generation, owned[b], 10, topics=["t"])    # an older client
+    gone = c2.expire(1_500)
+    assert [(m, why) for _g, m, why in gone] == [(a, "session timeout")]
+    assert list(c2.groups["g"].members) == [b]                       # still on the default
+    # learned once: a later heartbeat cannot change a known member's timeouts
+    c2.heartbeat("g", b, g.generation, owned[b], 20, timeouts=(1000, 5000))
+    c2.heartbeat("g", b, g.generation, owned[b], 30, timeouts=(60_000, 5000))
+    assert c2.groups["g"].members[b].session_timeout_ms == 1000
