@@ -2,7 +2,7 @@
 """Client CPU per record of the producer, independent of machine load (a micro-benchmark).
 
     .venv/bin/python benchmarks/producer_cpu.py [--records 300000] [--mode send|send_batch]
-        [--acks 1|all] [--profile]
+        [--acks 1|all] [--keys N] [--profile]
 
 The brokers are an in-process FakeCluster (raftlog.testing.fake_broker) on its own thread and
 event loop; the producer runs on the main thread, and the figures are that thread's CPU time
@@ -13,6 +13,9 @@ Two figures:
   record, measured per burst of `--yield-every` calls);
 - `total`: all CPU of the producer's thread from the first send() to the last answer (send,
   sender, encoding, HTTP client), divided by the records.
+
+`--keys N` sends keyed records (`send(topic, value, key=...)`, N distinct keys of ~10 bytes
+in rotation, so the keyed path and the partitioner count) instead of null keys.
 
 Wall-clock rates here mean little (the fake broker shares the process); quote the µs/record.
 """
@@ -42,11 +45,18 @@ async def produce(bootstrap: str, a: argparse.Namespace) -> tuple[float, float, 
         t0 = tt()
         if a.mode == "send":
             left = a.records
+            keys = [b"user-%05d" % i for i in range(a.keys)]
+            ki = 0
             while left:
                 k = min(a.yield_every, left)
                 s = tt()
-                for _ in range(k):
-                    send("t", value)
+                if keys:
+                    for _ in range(k):
+                        send("t", value, keys[ki])
+                        ki = ki + 1 if ki + 1 < len(keys) else 0
+                else:
+                    for _ in range(k):
+                        send("t", value)
                 t_send += tt() - s
                 left -= k
                 if p._line:
@@ -78,7 +88,8 @@ def main() -> int:
     ap.add_argument("--mode", choices=["send", "send_batch"], default="send")
     ap.add_argument("--acks", default="1", choices=["0", "1", "all"])
     ap.add_argument("--partitions", type=int, default=6)
-    ap.add_argument("--batch-bytes", type=int, default=64 * 1024)
+    ap.add_argument("--batch-bytes", type=int, default=256 * 1024)
+    ap.add_argument("--keys", type=int, default=0, help="distinct keys (0: null keys)")
     ap.add_argument("--yield-every", type=int, default=1000)
     ap.add_argument("--repeat", type=int, default=3, help="runs; the best is printed")
     ap.add_argument("--profile", action="store_true", help="cProfile one run, top 25 by tottime")
@@ -100,7 +111,8 @@ def main() -> int:
             if best is None or r[1] < best[1]:
                 best = r
     t_send, t_total, n = best
-    print(f"{a.mode}: {n} records of {a.record_size} B, acks={a.acks}: "
+    keyed = f", {a.keys} distinct keys" if a.keys and a.mode == "send" else ""
+    print(f"{a.mode}: {n} records of {a.record_size} B{keyed}, acks={a.acks}: "
           f"send() {1e6 * t_send / n:.2f} µs/record, total client thread "
           f"{1e6 * t_total / n:.2f} µs/record (best of {a.repeat})")
     return 0

@@ -32,7 +32,7 @@ from raftlog.client.accumulator import (RECORD_OVERHEAD_BYTES, Accumulator, Pend
                                        ProducerBatch, RecordFuture)
 from raftlog.client.client import Client
 from raftlog.client.errors import BufferFullError, IllegalStateError
-from raftlog.client.partitioner import DefaultPartitioner
+from raftlog.client.partitioner import DefaultPartitioner, positive_murmur2
 from raftlog.client.sender import Sender
 from raftlog.client.structs import RecordMetadata
 from raftlog.codec import batch as codec
@@ -137,6 +137,8 @@ class Producer:
         # Null-key fast path: read the default partitioner's sticky choice directly.
         self._sticky = (self._partitioner.sticky.current
                         if isinstance(self._partitioner, DefaultPartitioner) else None)
+        # Keyed records with the default partitioner: its keyed choice, called directly.
+        self._keyed_default = type(self._partitioner) is DefaultPartitioner
         self._serializing = key_serializer is not None or value_serializer is not None
         self.client = Client(bootstrap_servers, request_timeout_ms=request_timeout_ms,
                              bootstrap_timeout_ms=bootstrap_timeout_ms,
@@ -312,7 +314,7 @@ class Producer:
                         f"record of ~{size} bytes is larger than max_request_size "
                         f"({self.max_request_size} bytes)")
         if timestamp_ms is None:
-            timestamp_ms = self._tick_ms()
+            timestamp_ms = self._ms if self._ms != _NO_MS else self._tick_ms()
         n = self._counts.get(topic)
         if n is None or self._line or acc.memory_used + size > self.buffer_memory:
             return self._wait_in_line(topic, partition, (key, value, headers, timestamp_ms),
@@ -328,7 +330,8 @@ class Producer:
                 if not self._serializing:
                     self._fast[topic] = h.batch
                 return h
-            partition = self._partitioner(topic, key, n)
+            partition = positive_murmur2(key) % n if self._keyed_default and key is not None \
+                else self._partitioner(topic, key, n)
         elif not 0 <= partition < n:
             self._check_partition(topic, partition, n)
         return acc.append((topic, partition), key, value, headers, timestamp_ms, size)

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 import msgpack
 
-from raftlog.client.partitioner import murmur2
+from raftlog.client.partitioner import partition_for_key
 
 OFFSETS_TOPIC = "__consumer_offsets"
 KEY_KIND = "offset"
@@ -34,7 +34,7 @@ class OffsetAndMetadata(NamedTuple):
 
 
 def partition_for_group(group: str, partitions: int) -> int:
-    return (murmur2(group.encode("utf-8")) & 0x7FFFFFFF) % partitions
+    return partition_for_key(group.encode("utf-8"), partitions)
 
 
 # Every commit re-encodes the same few keys: remember them (bounded; cleared when full).

@@ -67,3 +67,16 @@ def test_sticky_single_partition_and_shrunk_topic():
     assert s.partition("t", 1) == 0
     s.current["t"] = 9  # topic re-created with fewer partitions
     assert 0 <= s.partition("t", 3) < 3
+
+
+def test_remembered_hashes_equal_computed_ones_and_stay_bounded(monkeypatch):
+    from raftlog.client import partitioner as pt
+    monkeypatch.setattr(pt, "HASH_CACHE_MAX_KEYS", 8)
+    monkeypatch.setattr(pt, "_hash_cache", {})
+    keys = [b"key-%d" % i for i in range(50)] + [b"x" * 300]
+    for _round in range(2):                     # computed, then (partly) remembered
+        for k in keys:
+            assert pt.positive_murmur2(k) == pt.to_positive(pt.murmur2(k))
+            assert len(pt._hash_cache) <= 8
+    assert b"x" * 300 not in pt._hash_cache     # long keys are not kept
+    assert pt.positive_murmur2(bytearray(b"key-1")) == pt.positive_murmur2(b"key-1")
