@@ -1,7 +1,7 @@
 """Many chaos runs, one after another, and their table:
 
     python -m benchmarks.chaos.batch --nemesis kill,pause,partition,loss,rolling,disk \\
-        --seeds 1-20 --time 60 [--nodes 3]
+        --seeds 1-20 --time 60 [--nodes 3] [--loopback]
 
 Runs go nemesis by nemesis within each seed (so a partial batch still covers every nemesis),
 each in its own process (`python -m benchmarks.chaos`), with the code's commit recorded. The
@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="1-20")
     ap.add_argument("--time", type=float, default=60.0)
     ap.add_argument("--nodes", type=int, choices=(3, 5), default=3)
+    ap.add_argument("--loopback", action="store_true",
+                    help="every run on 127.0.0.1 with per-link TCP proxies (no namespaces)")
     ap.add_argument("--max-minutes", type=float, default=600.0,
                     help="stop starting new runs after this long")
     a = ap.parse_args(argv)
@@ -61,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
             code = commit()
             t0 = time.monotonic()
             p = subprocess.run([PYTHON, "-m", "benchmarks.chaos", "--nodes", str(a.nodes),
-                                "--nemesis", nem, "--time", str(a.time), "--seed", str(seed)],
+                                "--nemesis", nem, "--time", str(a.time), "--seed", str(seed)]
+                               + (["--loopback"] if a.loopback else []),
                                cwd=ROOT, capture_output=True, text=True,
                                timeout=a.time + 600)
             new = set(glob.glob(os.path.join(ROOT, "results", "chaos", "2*", "result.json")))
