@@ -19,8 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--producers", type=int, default=2)
-    ap.add_argument("--group-consumers", type=int, default=0,
-                    help="also run N consumers in a group that commit offsets")
+    ap.add_argument("--group-consumers", type=int, default=2,
+                    help="consumers in a group that commit offsets after each poll (default 2; "
+                         "0 for none)")
     ap.add_argument("--rate", type=float, default=200.0, help="sends/s over all producers")
     ap.add_argument("--loopback", action="store_true",
                     help="skip namespaces: 127.0.0.1 with a TCP proxy per link (also the "

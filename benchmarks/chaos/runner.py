@@ -35,7 +35,7 @@ class RunConfig:
     seed: int = 7
     partitions: int = 4
     producers: int = 2
-    group_consumers: int = 0
+    group_consumers: int = 2         # in one group, committing after each poll
     rate: float = 200.0
     topic: str = "chaos"
     results: str = os.path.join(ROOT, "results", "chaos")

@@ -305,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--producers", type=int, default=2)
     ap.add_argument("--consumers", type=int, default=1)
-    ap.add_argument("--group-consumers", type=int, default=0,
+    ap.add_argument("--group-consumers", type=int, default=2,
                     help="consumers in one group, committing after each poll")
     ap.add_argument("--rate", type=float, default=200.0, help="sends per second, all producers")
     ap.add_argument("--in-flight", type=int, default=16,
