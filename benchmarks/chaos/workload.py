@@ -176,9 +176,17 @@ async def _consumer(name: str, args: argparse.Namespace, parts: list[int], hist:
 
 async def _group_consumer(name: str, args: argparse.Namespace, hist: History,
                           deadline: float) -> None:
-    """A consumer in group `chaos-group`: subscribe, poll, commit after each poll. A change of
-    assignment is logged as `assign` without positions (monotonic checks restart)."""
+    """A consumer in group `chaos-group`: subscribe, poll, commit after each poll. Every
+    partition the group hands it -- also one it had before, revoked and handed back when the
+    member was fenced and rejoined between two polls -- is logged as `assign` without positions
+    from the rebalance listener (monotonic checks restart at the committed offset)."""
     from raftlog import Consumer
+    from raftlog.client.group_coordinator import ConsumerRebalanceListener
+
+    class Log(ConsumerRebalanceListener):
+        def on_partitions_assigned(self, assigned: set) -> None:
+            hist.write({"type": "assign", "process": name,
+                        "partitions": sorted(tp.partition for tp in assigned)})
     while time.monotonic() < deadline:
         c = Consumer(bootstrap_servers=args.bootstrap, group_id="chaos-group",
                      auto_offset_reset="earliest", enable_auto_commit=False,
@@ -186,17 +194,11 @@ async def _group_consumer(name: str, args: argparse.Namespace, hist: History,
                      bootstrap_timeout_ms=3000, metadata_max_age_ms=5000,
                      session_timeout_ms=6000, heartbeat_interval_ms=1000,
                      client_id=f"chaos-{name}")
-        assigned: set = set()
         try:
             await asyncio.wait_for(c.start(), 10)
-            c.subscribe([args.topic])
+            c.subscribe([args.topic], listener=Log())
             while time.monotonic() < deadline:
                 got = await c.getmany(timeout_ms=300)
-                now = set(c.assignment())
-                if now != assigned:
-                    assigned = now
-                    hist.write({"type": "assign", "process": name,
-                                "partitions": sorted(tp.partition for tp in now)})
                 for tp, recs in got.items():
                     if recs:
                         _log_poll(hist, name, tp, recs)
