@@ -900,6 +900,8 @@ class GcMeter:
 
     def __enter__(self) -> "GcMeter":
         import gc
+        # the settings of the measured phase (a tool may restore others before reporting)
+        self.enabled, self.threshold = gc.isenabled(), gc.get_threshold()
         gc.callbacks.append(self._cb)
         return self
 
@@ -908,9 +910,8 @@ class GcMeter:
         gc.callbacks.remove(self._cb)
 
     def report(self, elapsed_s: float) -> str:
-        import gc
         total = sum(self.seconds)
-        return (f"gc: {'enabled' if gc.isenabled() else 'DISABLED'} threshold {gc.get_threshold()}, "
+        return (f"gc: {'enabled' if self.enabled else 'DISABLED'} threshold {self.threshold}, "
                 f"collections gen0/1/2 {self.count[0]}/{self.count[1]}/{self.count[2]}, "
                 f"{total:.2f} s in GC ({100 * total / max(elapsed_s, 1e-9):.0f}% of the phase; "
                 f"gen2 {self.seconds[2]:.2f} s)")

@@ -156,17 +156,13 @@ def make_records(topic: str, partition: int, first_offset: int, body: tuple,
     headers are the tuples msgpack already returns (use_list=False), not rebuilt.
     """
     try:
-        headers = list(map(_headers, body))
-        if headers.count(None) == len(headers):
-            hs: Any = repeat(())
-        else:
-            hs = [x or () for x in headers]
-        if log_append:
+        # any() over a map: a C loop that allocates nothing and stops at the first hit.
+        hs: Any = [x or () for x in map(_headers, body)] if any(map(_headers, body)) \
+            else repeat(())
+        if log_append or not any(map(_ts_delta, body)):
             ts: Any = repeat(timestamp)
         else:
-            deltas = list(map(_ts_delta, body))
-            ts = (repeat(timestamp) if deltas.count(0) == len(deltas)
-                  else map(add, repeat(timestamp), deltas))
+            ts = map(add, repeat(timestamp), map(_ts_delta, body))
         return list(map(_new, repeat(ConsumerRecord),
                         zip(repeat(topic), repeat(partition),
                             offsets if offsets is not None
