@@ -39,7 +39,7 @@ class ProducerBatch:
     __slots__ = ("topic", "partition", "records", "size", "created_s", "deadline_s", "closed",
                  "future", "serial", "attempts", "retry_at_s", "last_error", "base_sequence",
                  "producer_id", "producer_epoch", "encoded", "first_ts", "max_ts", "uniform_ts",
-                 "last_ts", "in_flight", "sent_behind", "payload")
+                 "last_ts", "in_flight", "sent_behind", "payload", "maybe_written")
 
     def __init__(self, topic: str, partition: int, serial: int, now_s: float,
                  deadline_s: float, future: asyncio.Future[tuple[int, int]]) -> None:
@@ -56,6 +56,9 @@ class ProducerBatch:
         self.future = future
         self.serial = serial
         self.attempts = 0
+        # An attempt ended without a definite answer (timeout, lost connection): it may be in
+        # the log, and only its producer id and sequence let the broker recognise a retry.
+        self.maybe_written = False
         self.retry_at_s = 0.0
         self.last_error: BaseException | None = None
         self.base_sequence = NO_SEQUENCE

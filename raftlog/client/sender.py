@@ -47,6 +47,12 @@ SEQUENCE_MAX = (1 << 31) - 1
 _SEQUENCE_BROKEN = {ErrorCode.UNKNOWN_PRODUCER_ID, ErrorCode.INVALID_PRODUCER_EPOCH}
 # What a batch that reached the broker before an earlier one of its partition is answered.
 _OVERTAKEN = {ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER, ErrorCode.UNKNOWN_PRODUCER_ID}
+# Answers by which the broker refused a batch without appending it; any other failure of an
+# attempt leaves its outcome unknown (ProducerBatch.maybe_written).
+_NOT_WRITTEN = {ErrorCode.NOT_LEADER_OR_FOLLOWER, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+                ErrorCode.LEADER_NOT_AVAILABLE, ErrorCode.NOT_ENOUGH_REPLICAS,
+                ErrorCode.CORRUPT_MESSAGE, ErrorCode.MESSAGE_TOO_LARGE,
+                ErrorCode.DUPLICATE_SEQUENCE_NUMBER} | _SEQUENCE_BROKEN | _OVERTAKEN
 
 
 class Sender:
@@ -100,8 +106,14 @@ class Sender:
                 # a retry. Re-sent under the new id they would be written twice.
                 continue
             q.outstanding.clear()
-            for b in q.batches:   # behind the gap: never written, safe to re-sequence
-                b.base_sequence = NO_SEQUENCE
+            for b in list(q.batches):
+                if b.maybe_written:
+                    # an earlier attempt may be in the log: under a new id it would be written
+                    # again, so its outcome stays unknown to the caller (as Kafka, KIP-360)
+                    q.batches.remove(b)
+                    self._fail_unknown(b, b.last_error)
+                    continue
+                b.base_sequence = NO_SEQUENCE   # never sent, or refused: safe to re-sequence
                 b.encoded = None
         self._broken.clear()
         self._pid_reset = False
@@ -234,6 +246,8 @@ class Sender:
     # -- outcomes ---------------------------------------------------------------------------
     def _on_error(self, b: ProducerBatch, exc: RaftlogError) -> None:
         code = exc.code
+        if code not in _NOT_WRITTEN:
+            b.maybe_written = True
         if self.idempotent and b.base_sequence != NO_SEQUENCE:
             if code is ErrorCode.DUPLICATE_SEQUENCE_NUMBER:
                 self.acc.complete(b, -1, -1)  # written before; its offset is no longer known
@@ -253,11 +267,21 @@ class Sender:
                     # producer id is on its way: this batch was not written; send it again in
                     # order.
                     if self._pid_reset or stale_pid:
+                        if b.maybe_written:
+                            self._fail_unknown(b, exc)
+                            return
                         b.base_sequence = NO_SEQUENCE
                         b.encoded = None
                         if b in q.outstanding:
                             q.outstanding.remove(b)
                     self._retry(b, exc)
+                    return
+                if b.maybe_written:
+                    # the broker's answer is about this attempt; an earlier one may be in the
+                    # log (a lost answer), so the outcome is unknown, not a refusal
+                    self._fail(b, DeliveryTimeoutError(
+                        f"{len(b.records)} record(s) for {b.topic}-{b.partition}: outcome "
+                        f"unknown (an earlier attempt may have been written); last error: {exc}"))
                     return
                 self._fail(b, exc)
                 return
@@ -283,6 +307,14 @@ class Sender:
             self._pid_reset = True
             self._broken.add((b.topic, b.partition))
         self.acc.fail(b, exc)
+
+    def _fail_unknown(self, b: ProducerBatch, exc: BaseException | None) -> None:
+        """A batch that may be in the log but can no longer be retried under its producer id:
+        its outcome is unknown (a DeliveryTimeoutError, as for any batch that timed out)."""
+        self.acc.fail(b, DeliveryTimeoutError(
+            f"{len(b.records)} record(s) for {b.topic}-{b.partition}: an earlier attempt may "
+            f"have been written, and the producer id changed since; not re-sent, to avoid a "
+            f"duplicate (last error: {exc})"))
 
     def _fail_expired(self, b: ProducerBatch) -> None:
         last = f"; last error: {b.last_error}" if b.last_error else ""

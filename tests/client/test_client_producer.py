@@ -369,3 +369,22 @@ async def test_late_out_of_order_answer_of_a_batch_sent_behind_another_is_retrie
             assert p.producer_id == pid
         assert [(r.offset, r.value) for r in fc.records("t", 0)] == \
             [(0, b"w"), (1, b"a"), (2, b"b")]
+
+
+async def test_batch_with_a_lost_answer_is_never_resent_under_a_new_producer_id(fake,
+                                                                                eventually):
+    # Chaos loss-s20: an attempt was written but its answer lost; the producer id was then
+    # reset and the batch re-sent under the new id -- written twice. A batch whose earlier
+    # attempt may be in the log must end as "outcome unknown" instead, and never be re-sent.
+    async with Producer(fake.bootstrap, linger_ms=0, retry_backoff_ms=500,
+                        request_timeout_ms=2000) as p:
+        await p.send("t", b"first", partition=0)
+        fake.lose_responses("produce", 1)                  # "a" is written, its answer lost
+        h = p.send("t", b"a", partition=0)
+        await eventually(lambda: len(fake.records("t", 0)) == 2, what="first attempt written")
+        fake.fail_next("produce", ErrorCode.UNKNOWN_PRODUCER_ID, topic="t", partition=0)
+        with pytest.raises(DeliveryTimeoutError, match="outcome unknown"):
+            await h                                        # the retry hears: producer unknown
+        md = await p.send("t", b"c", partition=0)          # under a new producer id
+        assert md.offset == 2
+    assert [v for _o, _k, v in log_values(fake, "t", 0)] == [b"first", b"a", b"c"]
