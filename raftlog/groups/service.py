@@ -16,11 +16,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from raftlog.codec import batch as batch_codec
 from raftlog.errors import ErrorCode, RaftlogError, error
 from raftlog.groups import offsets as off
+from raftlog.groups.appender import OffsetAppender
 from raftlog.groups.coordinator import Coordinator, Group
 from raftlog.groups.retention import Retention
 from raftlog.meta.view import MetadataView
@@ -42,11 +43,7 @@ HeartbeatArgs = tuple[str, str, int, list[tuple[str, int]], list[str] | None,
 
 TICK_MS = 50
 TOPIC_WAIT_S = 15.0
-COMMIT_TIMEOUT_S = 15.0
 READ_CHUNK_BYTES = 1 << 20
-# Offset records per append at most: a queue of big commits is cut into several batches,
-# each well under the offsets topic's max.message.bytes (~100 bytes a record).
-COMMIT_BATCH_MAX_RECORDS = 2000
 INDEX_CACHE_MAX = 100_000        # group -> offsets partition entries kept (bounded memory)
 
 
@@ -56,6 +53,21 @@ def mono_ms() -> int:
 
 def wall_ms() -> int:
     return int(time.time() * 1000)
+
+
+async def _each(entries: list[Any], call: Callable[..., Awaitable[Any]]) -> list[Any]:
+    """`call(*entry)` for each entry of a batch request, in order: each its own answer or its
+    own RaftlogError; an entry that is already an error (malformed) stays that error."""
+    out: list[Any] = []
+    for e in entries:
+        if isinstance(e, RaftlogError):
+            out.append(e)
+            continue
+        try:
+            out.append(await call(*e))
+        except RaftlogError as exc:
+            out.append(exc)
+    return out
 
 
 class GroupService:
@@ -72,12 +84,7 @@ class GroupService:
         self._load_lock = asyncio.Lock()
         self._topic_lock = asyncio.Lock()
         self._spawn: Callable[..., asyncio.Task[Any]] | None = None
-        # offsets partition -> (records waiting for the next append, future of that append)
-        # offsets partition -> commits waiting for the next append, and the partitions whose
-        # append is waiting for the high watermark (one at a time, see _append)
-        self._pending: dict[tuple[str, int],
-                            list[tuple[list[Any], asyncio.Future[None]]]] = {}
-        self._in_flight: set[tuple[str, int]] = set()
+        self._appender: OffsetAppender | None = None     # made by start()
         self._index_cache: dict[str, tuple[int, int]] = {}
         self._topic_ready_view: MetadataView | None = None
         self.retention = Retention(self.cfg.offsets_retention_ms)
@@ -89,6 +96,7 @@ class GroupService:
 
     def start(self, spawn: Callable[..., asyncio.Task[Any]]) -> None:
         self._spawn = spawn
+        self._appender = OffsetAppender(self.b.replicas.durable, spawn, self.wall_clock)
         spawn(self._tick_loop(), "group-coordinator")
 
     # -- where a group lives ----------------------------------------------------------------
@@ -469,80 +477,13 @@ class GroupService:
 
     def _enqueue(self, p: Partition, records: list[tuple[Any, Any, Any, int]]
                  ) -> asyncio.Future[None]:
-        """Queue offset records for the next append of `p`; the future resolves once they are
-        committed (like acks=all).
-
-        One append per offsets partition is in flight at a time: commits arriving while it waits
-        for the high watermark queue up and go out together as the next batch when it is
-        acknowledged. So N concurrent committers cost about one append and one replication
-        round per round trip instead of one each; a lone committer still appends at once.
-        One future per waiter: a waiter whose request is cancelled cancels only its own.
-        """
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.setdefault(p.key, []).append((records, fut))
-        if p.key not in self._in_flight:
-            self._in_flight.add(p.key)
-            asyncio.get_running_loop().call_soon(self._flush_commits, p)
-        return fut
+        """Offset records queued for `p`'s next append (raftlog/groups/appender.py)."""
+        assert self._appender is not None
+        return self._appender.enqueue(p, records)
 
     async def _append(self, p: Partition, records: list[tuple[Any, Any, Any, int]]) -> None:
         """Append offset records and return once they are committed (see _enqueue)."""
         await self._enqueue(p, records)
-
-    def _flush_commits(self, p: Partition) -> None:
-        """Append the queued commits of `p` (up to COMMIT_BATCH_MAX_RECORDS) as one batch."""
-        queue = self._pending.get(p.key)
-        if not queue:
-            self._pending.pop(p.key, None)
-            self._in_flight.discard(p.key)
-            return
-        records: list[tuple[Any, Any, Any, int]] = []
-        waiters: list[asyncio.Future[None]] = []
-        while queue and (not records
-                         or len(records) + len(queue[0][0]) <= COMMIT_BATCH_MAX_RECORDS):
-            recs, fut = queue.pop(0)
-            if not fut.done():           # its request was cancelled: nothing to write
-                records += recs
-                waiters.append(fut)
-        if not records:
-            self._flush_commits(p)
-            return
-        now = self.wall_clock()
-
-        def finish(exc: BaseException | None) -> None:
-            for f in waiters:
-                if not f.done():
-                    if exc is None:
-                        f.set_result(None)
-                    else:
-                        f.set_exception(exc)
-            # the next batch (commits queued meanwhile) goes out now
-            asyncio.get_running_loop().call_soon(self._flush_commits, p)
-        try:
-            res = p.append_leader(bytearray(batch_codec.encode(records)), -1, now)
-        except RaftlogError as exc:
-            finish(exc)
-            return
-        nxt = res.last_offset + 1
-        epoch = p.leader_epoch
-
-        async def acked() -> None:
-            try:
-                await self.b.replicas.durable(p, nxt)
-                await p.wait_committed(nxt, epoch)
-                p.check_isr_after_append()
-            except asyncio.CancelledError:
-                finish(error(ErrorCode.REQUEST_TIMED_OUT, "offset commit not replicated "
-                             f"within {COMMIT_TIMEOUT_S:.0f} s"))
-                raise
-            except Exception as exc:
-                finish(exc)
-                return
-            finish(None)
-        assert self._spawn is not None
-        task = self._spawn(acked(), "offset-commit")
-        # Bound the wait: a lost leadership fails the waiters; a stuck ISR times them out.
-        asyncio.get_running_loop().call_later(COMMIT_TIMEOUT_S, task.cancel)
 
     async def heartbeat(self, group: str, member_id: str, generation: int,
                         owned: list[tuple[str, int]], topics: list[str] | None,
@@ -557,18 +498,8 @@ class GroupService:
     async def heartbeat_batch(self, heartbeats: list[HeartbeatArgs | RaftlogError]
                               ) -> list[dict[str, Any] | RaftlogError]:
         """Several members' heartbeats from one request (a client coalescing them per
-        coordinator node), each through `heartbeat`, each its own answer or error. An entry
-        that is already an error (malformed) stays that error."""
-        out: list[dict[str, Any] | RaftlogError] = []
-        for h in heartbeats:
-            if isinstance(h, RaftlogError):
-                out.append(h)
-                continue
-            try:
-                out.append(await self.heartbeat(*h))
-            except RaftlogError as exc:
-                out.append(exc)
-        return out
+        coordinator node), each through `heartbeat`, each its own answer or error."""
+        return await _each(heartbeats, self.heartbeat)
 
     async def fetch(self, group: str, tps: list[tuple[str, int]] | None
                     ) -> list[dict[str, Any]]:
@@ -589,16 +520,7 @@ class GroupService:
                           ) -> list[list[dict[str, Any]] | RaftlogError]:
         """Several groups' fetches from one request, each through `fetch`, each its own
         result (the offsets) or error (NOT_COORDINATOR, ...)."""
-        out: list[list[dict[str, Any]] | RaftlogError] = []
-        for f in fetches:
-            if isinstance(f, RaftlogError):
-                out.append(f)
-                continue
-            try:
-                out.append(await self.fetch(*f))
-            except RaftlogError as exc:
-                out.append(exc)
-        return out
+        return await _each(fetches, self.fetch)
 
     async def delete(self, group: str) -> dict[str, Any]:
         p = await self.coordinate(group)
