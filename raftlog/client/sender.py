@@ -55,6 +55,15 @@ _NOT_WRITTEN = {ErrorCode.NOT_LEADER_OR_FOLLOWER, ErrorCode.UNKNOWN_TOPIC_OR_PAR
                 ErrorCode.DUPLICATE_SEQUENCE_NUMBER} | _SEQUENCE_BROKEN | _OVERTAKEN
 
 
+def _unknown_outcome(b: ProducerBatch, exc: BaseException | None) -> DeliveryTimeoutError:
+    """The error of a batch that may be in the log (an earlier attempt's answer was lost) but
+    can no longer be retried under its producer id and sequence: re-sent it could be written
+    twice, so its outcome stays unknown, as for any batch that timed out."""
+    return DeliveryTimeoutError(
+        f"{len(b.records)} record(s) for {b.topic}-{b.partition}: outcome unknown (an earlier "
+        f"attempt may have been written; not re-sent, to avoid a duplicate); last error: {exc}")
+
+
 class Sender:
     def __init__(self, client: Client, acc: Accumulator, *, acks: int, idempotent: bool,
                  max_in_flight: int, request_timeout_ms: int, retry_backoff_ms: int,
@@ -111,7 +120,7 @@ class Sender:
                     # an earlier attempt may be in the log: under a new id it would be written
                     # again, so its outcome stays unknown to the caller (as Kafka, KIP-360)
                     q.batches.remove(b)
-                    self._fail_unknown(b, b.last_error)
+                    self.acc.fail(b, _unknown_outcome(b, b.last_error))
                     continue
                 b.base_sequence = NO_SEQUENCE   # never sent, or refused: safe to re-sequence
                 b.encoded = None
@@ -268,7 +277,7 @@ class Sender:
                     # order.
                     if self._pid_reset or stale_pid:
                         if b.maybe_written:
-                            self._fail_unknown(b, exc)
+                            self.acc.fail(b, _unknown_outcome(b, exc))
                             return
                         b.base_sequence = NO_SEQUENCE
                         b.encoded = None
@@ -279,9 +288,7 @@ class Sender:
                 if b.maybe_written:
                     # the broker's answer is about this attempt; an earlier one may be in the
                     # log (a lost answer), so the outcome is unknown, not a refusal
-                    self._fail(b, DeliveryTimeoutError(
-                        f"{len(b.records)} record(s) for {b.topic}-{b.partition}: outcome "
-                        f"unknown (an earlier attempt may have been written); last error: {exc}"))
+                    self._fail(b, _unknown_outcome(b, exc))
                     return
                 self._fail(b, exc)
                 return
@@ -307,14 +314,6 @@ class Sender:
             self._pid_reset = True
             self._broken.add((b.topic, b.partition))
         self.acc.fail(b, exc)
-
-    def _fail_unknown(self, b: ProducerBatch, exc: BaseException | None) -> None:
-        """A batch that may be in the log but can no longer be retried under its producer id:
-        its outcome is unknown (a DeliveryTimeoutError, as for any batch that timed out)."""
-        self.acc.fail(b, DeliveryTimeoutError(
-            f"{len(b.records)} record(s) for {b.topic}-{b.partition}: an earlier attempt may "
-            f"have been written, and the producer id changed since; not re-sent, to avoid a "
-            f"duplicate (last error: {exc})"))
 
     def _fail_expired(self, b: ProducerBatch) -> None:
         last = f"; last error: {b.last_error}" if b.last_error else ""
