@@ -1,7 +1,13 @@
-"""Run summary (text), JSON result and a PNG of throughput and latency with faults shaded."""
+"""Run summary (text), JSON result and a PNG of throughput and latency with faults shaded.
+
+`python -m benchmarks.chaos.report RUN_DIR...` draws the PNG again from a finished run's
+history.jsonl and result.json (for runs made where matplotlib was missing).
+"""
 from __future__ import annotations
 
 import json
+import os
+import sys
 from typing import Any
 
 
@@ -78,3 +84,38 @@ def plot(events: list[dict], faults: list[dict], t0: float, path: str, title: st
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def replot(run_dir: str) -> str | None:
+    """plot.png of a finished run from its history.jsonl and result.json; the path, or None."""
+    with open(os.path.join(run_dir, "result.json")) as fh:
+        res = json.load(fh)
+    with open(os.path.join(run_dir, "history.jsonl")) as fh:
+        events = [json.loads(line) for line in fh if line.strip()]
+    return plot(events, res["faults"], res["t0"], os.path.join(run_dir, "plot.png"),
+                f"raftlog chaos {res['name']}")
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print("usage: python -m benchmarks.chaos.report RUN_DIR...", file=sys.stderr)
+        return 2
+    rc = 0
+    for d in argv:
+        try:
+            png = replot(d)
+        except (OSError, ValueError, KeyError) as exc:
+            print(f"{d}: cannot read the run: {exc}", file=sys.stderr)
+            rc = 1
+            continue
+        if png is None:
+            print(f"{d}: no plot (matplotlib missing: pip install -e '.[chaos]', "
+                  f"or no acknowledged write)", file=sys.stderr)
+            rc = 1
+        else:
+            print(png)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
