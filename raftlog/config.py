@@ -96,6 +96,9 @@ class BrokerSection:
                                  doc="a broker silent this long is fenced (leaves ISRs, leaderships)")
     leader_rebalance_interval_ms: int = _f(5000, 100, None,
                                            doc="how often leadership moves back to preferred replicas")
+    shutdown_grace_ms: int = _f(1000, 0, 60_000,
+                                doc="on a clean stop, how long requests in flight may finish "
+                                    "before they are cancelled")
 
 
 @dataclass(frozen=True)

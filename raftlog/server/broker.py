@@ -82,7 +82,8 @@ class Broker:
         app.add_routes(handlers_data.routes(self))
         self.groups = GroupService(self)
         app.add_routes(handlers_groups.routes(self))
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                                     shutdown_timeout=self.cfg.broker.shutdown_grace_ms / 1000)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.node.host, self.node.http_port, reuse_address=True)
         await site.start()
@@ -135,14 +136,27 @@ class Broker:
             self.failed.set()
 
     async def stop(self) -> None:
+        # HTTP goes first: the port stops accepting, and requests in flight get
+        # shutdown_grace_ms to finish while replication still runs, then aiohttp cancels them.
+        # Stopped last (after the tasks and replicas, with aiohttp's default 60 s wait), a
+        # stop was seen to hang until the chaos harness's SIGKILL 15 s later, this node
+        # keeping the controller role all that time. Every step is now bounded.
+        grace_s = self.cfg.broker.shutdown_grace_ms / 1000
+        if self._runner is not None:
+            await self._runner.cleanup()
         tasks = list(self._tasks)
         for t in tasks:
             t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            # Bounded too: a task that swallows its cancellation must not keep the process
+            # (and its leaderships) alive until an operator's SIGKILL.
+            _, stuck = await asyncio.wait(tasks, timeout=grace_s)
+            if stuck:
+                log.warning("node %d stopping: %d task(s) still running %.1f s after their "
+                            "cancel, left behind: %s", self.node_id, len(stuck), grace_s,
+                            ", ".join(sorted(t.get_name() for t in stuck)))
         if self.replicas is not None:
             await self.replicas.stop()
-        if self._runner is not None:
-            await self._runner.cleanup()
         await self.peer.close()
         if self.meta is not None:
             await self.meta.aclose()
