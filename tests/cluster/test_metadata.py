@@ -134,10 +134,14 @@ def test_full_cluster_restart_keeps_every_topic(cluster3):
     c = cluster3
     for i in range(3):
         c.call(1 + i, "POST", "/v1/topics", {"name": f"keep{i}", "partitions": i + 1})
+
+    def keep_ids_on_node_1():
+        ids = {t["name"]: t["id"] for t in c.get(1, "/v1/topics")["topics"]
+               if t["name"].startswith("keep")}
+        return ids if len(ids) == 3 else None
+
     # node 1 applies a topic created through node 2 or 3 a moment later: wait for all three
-    before = wait_until(lambda: (lambda ts: ts if len(ts) == 3 else None)(
-        {t["name"]: t["id"] for t in c.get(1, "/v1/topics")["topics"]
-         if t["name"].startswith("keep")}), 10, what="node 1 sees every new topic")
+    before = wait_until(keep_ids_on_node_1, 10, what="node 1 sees every new topic")
     for n in (1, 2, 3):
         c.kill(n)
     c.start()

@@ -43,4 +43,7 @@ def test_sigterm_with_a_long_poll_in_flight_exits_within_the_grace(tmp_path):
         # grace 1 s (the default) + stopping replicas and Raft, not the long poll's 30 s
         assert stop_s < 6, f"stop took {stop_s:.1f} s"
         assert not th.is_alive() and got["took"] < 10, got
-        assert "answer" not in got or got["answer"].get("records") in (b"", None), got
+        # Cut off mid-request, not refused and not answered early: it really was in flight
+        # when the stop began (the join above only paces the test; this checks it).
+        assert isinstance(got.get("error"), ConnectionError) \
+            and not isinstance(got["error"], ConnectionRefusedError), got
