@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Callable, Iterable
 
+from msgspec.structs import replace
+
 from raftlog.aio import wait_event
 from raftlog.client.client import Client
 from raftlog.client.errors import IllegalStateError, NoOffsetForPartitionError
@@ -296,7 +298,7 @@ class Consumer(GroupConsumerMixin):
 
     def _deserialize_one(self, r: ConsumerRecord) -> ConsumerRecord:
         if self._key_deserializer is not None and r.key is not None:
-            r = r._replace(key=self._key_deserializer(r.key))
+            r = replace(r, key=self._key_deserializer(r.key))
         if self._value_deserializer is not None and r.value is not None:
-            r = r._replace(value=self._value_deserializer(r.value))
+            r = replace(r, value=self._value_deserializer(r.value))
         return r

@@ -38,8 +38,6 @@ from raftlog.errors import CorruptBatchError, ErrorCode, RaftlogError, error, fr
 
 log = logging.getLogger("raftlog.consumer")
 
-_new = tuple.__new__
-
 
 class FetchResult:
     """One partition's records from one fetch answer, decoded one batch at a time.
@@ -47,9 +45,8 @@ class FetchResult:
     `raw[pos:]` holds the batches not unpacked yet (`raw` is None once none is left); `body`
     holds the unpacked records of the current batch as msgpack gives them (plain tuples) and
     `body[index:]` are the ones not handed out yet, the first at offset `offset + index`.
-    ConsumerRecords are built only for the records a getmany() takes: they are tuple
-    subclasses, which CPython's GC never untracks, so building them ahead of the caller would
-    keep a large tracked set alive for every full collection to walk.
+    ConsumerRecords are built only for the records a getmany() takes, so a buffered answer
+    holds one object per record (msgpack's tuple, which the GC untracks) until then, not two.
     """
 
     __slots__ = ("generation", "raw", "pos", "body", "index", "offset", "timestamp",
@@ -152,7 +149,7 @@ def make_records(topic: str, partition: int, first_offset: int, body: tuple,
     """ConsumerRecords of msgpack record tuples `body` (the first at `first_offset`) of a batch
     whose first timestamp (or log-append time, when `log_append`) is `timestamp`.
 
-    Per record only C-level loops (map/zip over the records' columns) and one ConsumerRecord;
+    Per record only C-level loops (a map over the records' columns) and one ConsumerRecord;
     headers are the tuples msgpack already returns (use_list=False), not rebuilt.
     """
     try:
@@ -163,11 +160,10 @@ def make_records(topic: str, partition: int, first_offset: int, body: tuple,
             ts: Any = repeat(timestamp)
         else:
             ts = map(add, repeat(timestamp), map(_ts_delta, body))
-        return list(map(_new, repeat(ConsumerRecord),
-                        zip(repeat(topic), repeat(partition),
-                            offsets if offsets is not None
-                            else range(first_offset, first_offset + len(body)),
-                            ts, map(_key, body), map(_value, body), hs)))
+        return list(map(ConsumerRecord, repeat(topic), repeat(partition),
+                        offsets if offsets is not None
+                        else range(first_offset, first_offset + len(body)),
+                        ts, map(_key, body), map(_value, body), hs))
     except (TypeError, IndexError) as exc:
         raise CorruptBatchError(f"{topic}-{partition}: malformed record in batch with offsets "
                                 f"from {first_offset}: {exc}") from None

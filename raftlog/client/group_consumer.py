@@ -7,7 +7,6 @@ group_coordinator.py.
 """
 from __future__ import annotations
 
-import asyncio
 from typing import Any, Iterable
 
 from raftlog.aio import within
