@@ -73,8 +73,13 @@ class Controller:
         return commands.unwrap(await self.meta.propose(command, self.timeout_s))
 
     def require_active(self) -> None:
+        """Refuse unless this node is the Raft leader; the first request after it became leader
+        starts its term as controller (if the loop's tick has not yet), so decisions such as
+        `live_brokers` never run on the session state of an earlier term (or none)."""
         if not self.meta.is_leader:
             raise error(ErrorCode.NOT_CONTROLLER, "this node is not the controller")
+        if not self._active:
+            self._become_active()
 
     # -- the loop ---------------------------------------------------------------------------
     async def run(self) -> None:

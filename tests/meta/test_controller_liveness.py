@@ -73,3 +73,23 @@ async def test_port_refuses_tells_a_closed_port_from_a_listening_one():
     server.close()
     await server.wait_closed()
     assert await port_refuses("127.0.0.1", port, 1.0) is True
+
+
+async def test_a_new_controller_waits_for_heartbeats_before_placing_replicas():
+    # Seen in CI: the Raft leader served create_topic before its loop had ticked once, so it
+    # placed with no heartbeat window, had heard brokers 2 and 3 only, and refused RF=3.
+    async def probe(host, port, timeout_s):
+        return False
+
+    old, meta, clock = make(probe)
+    await setup(old, meta)               # the previous controller registered all three
+    new = Controller(meta, old.cfg, mono_ms=lambda: clock[0], port_refuses=probe)
+    clock[0] += 1_000
+    for b in (2, 3):                     # these reached the new controller first
+        await new.heartbeat(b, meta.view.broker(b).epoch, meta.view.version)
+    create = asyncio.ensure_future(new.create_topic("t", 1, 3, None))
+    await asyncio.sleep(0.15)
+    assert not create.done()             # waiting out one heartbeat window, not refusing
+    await new.heartbeat(1, meta.view.broker(1).epoch, meta.view.version)
+    desc = await asyncio.wait_for(create, 2)
+    assert sorted(meta.view.topics["t"].partitions[0].replicas) == [1, 2, 3], desc
