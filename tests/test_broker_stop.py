@@ -42,61 +42,54 @@ async def test_stop_leaves_a_task_that_swallows_its_cancel_behind_after_the_grac
     await asyncio.wait([t1], timeout=1)
 
 
-async def _stop_with_a_request_in_flight(failed: bool) -> tuple[float, float]:
-    """Seconds from stop() until a background task (the heartbeat's stand-in) was cancelled,
-    and until stop() returned, while an HTTP request that nothing wakes is in flight."""
+async def _stop_with_a_request_in_flight(failed: bool) -> list[str]:
+    """What stop() ended first, in order: "task" (a background task, the heartbeat's
+    stand-in) or "request" (an HTTP request in flight that nothing wakes)."""
     import aiohttp
     from aiohttp import web
 
     b = Broker(_cfg(800), 1)
     entered = asyncio.Event()
+    ended: list[str] = []
 
     async def hang(request: web.Request) -> web.Response:
         entered.set()
-        await asyncio.sleep(30)
+        try:
+            await asyncio.sleep(30)
+        finally:
+            ended.append("request")
         return web.Response(text="late")
+
+    async def heartbeat() -> None:
+        try:
+            await asyncio.sleep(30)
+        finally:
+            ended.append("task")
 
     app = web.Application()
     app.router.add_get("/hang", hang)
     b._runner = web.AppRunner(app, shutdown_timeout=0.8)
     await b._runner.setup()
-    site = web.TCPSite(b._runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    loop = asyncio.get_running_loop()
-    cancelled_at: list[float] = []
-
-    async def heartbeat() -> None:
-        try:
-            await asyncio.sleep(30)
-        except asyncio.CancelledError:
-            cancelled_at.append(loop.time())
-            raise
-
+    await web.TCPSite(b._runner, "127.0.0.1", 0).start()
+    host, port = b._runner.addresses[0][:2]
     b._spawn(heartbeat(), "lifecycle")
     async with aiohttp.ClientSession() as s:
-        req = asyncio.ensure_future(s.get(f"http://127.0.0.1:{port}/hang"))
+        req = asyncio.ensure_future(s.get(f"http://{host}:{port}/hang"))
         await asyncio.wait_for(entered.wait(), 5)
         if failed:
             b.storage_failed(OSError(28, "No space left on device"), "test")
-        t0 = loop.time()
         await asyncio.wait_for(b.stop(), 5)
-        took = loop.time() - t0
         req.cancel()
         await asyncio.gather(req, return_exceptions=True)
-    assert cancelled_at, "the background task was never cancelled"
-    return cancelled_at[0] - t0, took
+    return ended
 
 
 async def test_a_normal_stop_gives_requests_in_flight_the_grace_before_cancelling_tasks():
-    cancel_s, took = await _stop_with_a_request_in_flight(failed=False)
-    assert cancel_s >= 0.7, cancel_s   # replication (and heartbeats) ran on during the grace
-    assert took < 3, took
+    # replication (and heartbeats) run on while requests in flight may still finish
+    assert await _stop_with_a_request_in_flight(failed=False) == ["request", "task"]
 
 
-async def test_after_a_disk_failure_tasks_stop_at_once_without_waiting_for_requests():
+async def test_after_a_disk_failure_tasks_stop_before_requests_in_flight():
     # Heartbeats that go on through the grace keep this node's leaderships (and the outage)
     # alive that much longer.
-    cancel_s, took = await _stop_with_a_request_in_flight(failed=True)
-    assert cancel_s < 0.3, cancel_s
-    assert took < 3, took
+    assert await _stop_with_a_request_in_flight(failed=True) == ["task", "request"]
