@@ -35,6 +35,7 @@ PortProbe = Callable[[str, int, float], Awaitable[bool]]
 class Proposer(Protocol):
     view: MetadataView
     is_leader: bool
+    leader_term: int | None
 
     async def propose(self, command: bytes, timeout_s: float) -> Any: ...
 
@@ -57,7 +58,7 @@ class Controller:
         self._probed_ms: dict[int, int] = {}                        # broker -> last probe
         self._mono_ms = mono_ms
         self._wall_ms = wall_ms
-        self._active = False
+        self._active_term: int | None = None                        # Raft term we act in
         self._last_heartbeat_ms: dict[int, tuple[int, int]] = {}   # broker -> (epoch, mono ms)
         self._registered_version: dict[int, int] = {}              # broker -> view version
         self._last_rebalance_ms = 0
@@ -78,7 +79,7 @@ class Controller:
         `live_brokers` never run on the session state of an earlier term (or none)."""
         if not self.meta.is_leader:
             raise error(ErrorCode.NOT_CONTROLLER, "this node is not the controller")
-        if not self._active:
+        if self._active_term != self.meta.leader_term:
             self._become_active()
 
     # -- the loop ---------------------------------------------------------------------------
@@ -87,9 +88,9 @@ class Controller:
         while True:
             await asyncio.sleep(TICK_MS / 1000)
             if not self.meta.is_leader:
-                self._active = False
+                self._active_term = None
                 continue
-            if not self._active:
+            if self._active_term != self.meta.leader_term:
                 self._become_active()
             try:
                 dead = await self._probe_silent()
@@ -106,14 +107,15 @@ class Controller:
                 log.info("controller tick: %s", exc)
 
     def _become_active(self) -> None:
-        """A new controller gives every broker a full session before fencing it."""
-        self._active = True
+        """A new controller term gives every broker a full session before fencing it."""
+        self._active_term = self.meta.leader_term
         now = self._mono_ms()
         view = self.meta.view
         self._last_heartbeat_ms = {b.broker_id: (b.epoch, now) for b in view.brokers.values()}
         self._active_since_ms = now
         self._last_rebalance_ms = now
-        log.info("controller active at metadata version %d", view.version)
+        log.info("controller active in Raft term %s at metadata version %d",
+                 self._active_term, view.version)
 
     async def live_brokers(self, wanted: int) -> tuple[int, ...]:
         """Unfenced brokers heard from lately: where `wanted` new replicas may go.

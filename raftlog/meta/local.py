@@ -31,6 +31,7 @@ class LocalMetaLog:
         self._state = MetadataState()
         self._leader_id: int | None = node_id if is_leader else None
         self._is_leader = is_leader
+        self._term = 1
         self._has_quorum = True
         self._closed = False
         self._view = self._state.view.with_controller(self._leader_id)
@@ -51,6 +52,7 @@ class LocalMetaLog:
         me = (leader_id == self.node_id) if is_leader is None else is_leader
         if (leader_id, me) == (self._leader_id, self._is_leader):
             return
+        self._term += 1                          # every leadership move is a new Raft term
         self._leader_id, self._is_leader = leader_id, me
         self._publish()
         for cb in list(self._leader_listeners):
@@ -118,6 +120,10 @@ class LocalMetaLog:
     @property
     def is_leader(self) -> bool:
         return self._is_leader
+
+    @property
+    def leader_term(self) -> int | None:
+        return self._term if self._is_leader else None
 
     @property
     def leader_id(self) -> int | None:

@@ -181,6 +181,7 @@ class MetaReplica:
         self._pending: set[asyncio.Future[Result]] = set()
         self._leader_id: int | None = None
         self._is_leader = False
+        self._leader_term: int | None = None
         self._has_quorum = False
         self._is_ready = False
         self._closed = False
@@ -240,7 +241,10 @@ class MetaReplica:
             quorum = so.hasQuorum
             node = so._getLeader()
             leader = self._addr_to_id.get(node.id) if node is not None and quorum else None
-            key = (leader, so._isLeader(), quorum, so.isReady())
+            is_leader = so._isLeader()
+            # The term makes losing and regaining leadership between two ticks a change too.
+            key = (leader, is_leader, quorum, so.isReady(),
+                   so.raftCurrentTerm if is_leader else None)
             if key != self._sent_leadership:
                 self._sent_leadership = key
                 self._post(self._set_leadership, *key)
@@ -279,11 +283,11 @@ class MetaReplica:
                 log.exception("metadata view listener failed")
 
     def _set_leadership(self, leader: int | None, is_leader: bool, quorum: bool,
-                        ready: bool) -> None:
+                        ready: bool, term: int | None) -> None:
         if self._closed:
             return
         changed = (leader, is_leader) != (self._leader_id, self._is_leader)
-        self._leader_id, self._is_leader = leader, is_leader
+        self._leader_id, self._is_leader, self._leader_term = leader, is_leader, term
         self._has_quorum, self._is_ready = quorum, ready
         if not changed:
             return
@@ -386,6 +390,12 @@ class MetaReplica:
         """This node is the Raft leader (= controller). Can overlap with a newer leader for up to
         leader_fallback_timeout: fence actions by epochs in the state, never by this alone."""
         return self._is_leader
+
+    @property
+    def leader_term(self) -> int | None:
+        """The Raft term in which this node leads, or None. A controller keys its in-memory
+        term on it: leadership lost and regained is a new term even if no tick saw the gap."""
+        return self._leader_term
 
     @property
     def leader_id(self) -> int | None:

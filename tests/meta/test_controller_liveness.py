@@ -94,3 +94,23 @@ async def test_a_new_controller_waits_for_heartbeats_before_placing_replicas():
     await new.heartbeat(1, meta.view.broker(1).epoch, meta.view.version)
     desc = await asyncio.wait_for(create, 2)
     assert sorted(meta.view.topics["t"].partitions[0].replicas) == [1, 2, 3], desc
+
+
+async def test_leadership_lost_and_regained_between_ticks_starts_a_new_term():
+    # A controller that was deposed and re-elected missed the heartbeats other controllers
+    # took meanwhile: its old session clocks are stale, so the new term restarts them.
+    async def probe(host, port, timeout_s):
+        return False
+
+    ctl, meta, clock = make(probe)
+    await setup(ctl, meta)
+    clock[0] += 9_000                    # brokers heartbeat to node 2 from here on
+    meta.set_leadership(2)
+    meta.set_leadership(1)               # re-elected before the loop's next tick
+    ctl.require_active()                 # the first request of the new term
+    clock[0] += 2_000                    # 11 s since the old term heard anyone
+    await tick(ctl)
+    assert not any(meta.view.broker(b).fenced for b in (1, 2, 3))
+    clock[0] += 8_100                    # a full session of the new term
+    await tick(ctl)
+    assert all(meta.view.broker(b).fenced for b in (1, 2, 3))
