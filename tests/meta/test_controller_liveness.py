@@ -2,7 +2,6 @@
 import asyncio
 
 from raftlog import config
-from raftlog.meta import commands
 from raftlog.meta.controller import Controller
 from raftlog.meta.local import LocalMetaLog
 from raftlog.server.liveness import port_refuses
