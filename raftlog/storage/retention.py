@@ -26,8 +26,12 @@ from raftlog.storage.segment import SegmentInfo
 
 
 def segment_age_ts(s: SegmentInfo) -> int:
-    """The timestamp a segment is judged by: its newest record, else its last append."""
-    return s.max_timestamp_ms if s.max_timestamp_ms >= 0 else s.last_append_ms
+    """The timestamp a segment is judged by: its newest record, else its last append. A
+    record stamped after the segment's last append (a producer clock ahead, or a bogus
+    CreateTime) is no usable age: taken as is, one such record would pin this segment, and so
+    every later one, until the wall clock caught up with it."""
+    ts = s.max_timestamp_ms
+    return ts if 0 <= ts <= s.last_append_ms else s.last_append_ms
 
 
 def retention_cutoff(segments: Sequence[SegmentInfo], log_start: int, high_watermark: int,

@@ -103,7 +103,7 @@ def test_compaction_keeps_latest_per_key_at_original_offsets(tmp_path_factory, b
 
 def test_decisions_active_hw_lag_ratio():
     def s(base, nxt, size=100, ts=0, active=False):
-        return SegmentInfo(base, nxt, size, ts, 0, 0, active)
+        return SegmentInfo(base, nxt, size, ts, 0, ts, active)   # appended when stamped
 
     def at(first_dirty):
         return CleanerState(first_dirty, None)

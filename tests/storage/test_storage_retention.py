@@ -6,7 +6,7 @@ import pytest
 
 from raftlog.codec import batch as B
 from raftlog.storage import LogOptions, OffsetOutOfRangeError, PartitionLog
-from raftlog.storage.retention import retention_cutoff, roll_due
+from raftlog.storage.retention import retention_cutoff, roll_due, segment_age_ts
 from raftlog.storage.segment import SegmentInfo
 
 
@@ -15,7 +15,7 @@ def seg(base, nxt, size=100, max_ts=1000, active=False, created=1000, last=1000)
 
 
 def test_time_retention_deletes_expired_prefix_only():
-    segs = [seg(0, 10, max_ts=100), seg(10, 20, max_ts=5000), seg(20, 30, max_ts=100),
+    segs = [seg(0, 10, max_ts=100), seg(10, 20, max_ts=5000, last=5000), seg(20, 30, max_ts=100),
             seg(30, 40, active=True, max_ts=100)]
     # first expired, second not: stop there even though the third is expired again
     assert retention_cutoff(segs, 0, 40, now_ms=6000, retention_ms=2000,
@@ -48,6 +48,25 @@ def test_empty_timestamp_falls_back_to_last_append():
     segs = [seg(0, 10, max_ts=-1, last=100), seg(10, 20, active=True)]
     assert retention_cutoff(segs, 0, 20, 1000, 500, -1) == 10
     assert retention_cutoff(segs, 0, 20, 500, 500, -1) is None
+
+
+def test_future_stamped_segment_is_judged_by_its_last_append():
+    # One record stamped ~3 years ahead must not pin its segment and every later one.
+    now = 10_000_000
+    segs = [seg(0, 10, max_ts=now + 10**11, last=1000), seg(10, 20, max_ts=1000, last=1000),
+            seg(20, 30, max_ts=now, last=now), seg(30, 40, active=True, max_ts=now, last=now)]
+    assert retention_cutoff(segs, 0, 40, now, 60_000, -1) == 20
+    # a recent last append keeps the future-stamped segment (and what follows) until it ages
+    segs[0] = seg(0, 10, max_ts=now + 10**11, last=now - 1000)
+    assert retention_cutoff(segs, 0, 40, now, 60_000, -1) is None
+    assert retention_cutoff(segs, 0, 40, now + 60_000, 60_000, -1) == 20
+
+
+def test_segment_age_ts_uses_record_time_when_not_in_the_future():
+    assert segment_age_ts(seg(0, 10, max_ts=500, last=1000)) == 500
+    assert segment_age_ts(seg(0, 10, max_ts=1000, last=1000)) == 1000
+    assert segment_age_ts(seg(0, 10, max_ts=1001, last=1000)) == 1000
+    assert segment_age_ts(seg(0, 10, max_ts=-1, last=1000)) == 1000
 
 
 def test_roll_due():
