@@ -26,10 +26,15 @@ What survives (Kafka's rules, kafka-reference §5):
 Batches stay the unit: each batch is copied verbatim when all its records survive, otherwise
 re-encoded with the same base offset, epoch, attributes, timestamps, producer id/epoch, base
 sequence and last_offset_delta, fewer records, each carrying its offset delta (codec/batch.py,
-"Compacted batches"). A batch left without records stays as a header with record_count 0: batch
-offsets stay contiguous (recovery, replica appends and the offset index need no gap rules) and
-idempotent-producer state, rebuilt from headers, keeps every sequence range. Cost: 62 bytes per
-emptied batch.
+"Compacted batches"). Offsets stay contiguous (recovery, replica appends and the offset index
+need no gap rules), so batches left without records are not dropped but folded:
+- the last `PRODUCER_BATCHES_KEPT` batches of each producer id in the cleaned range keep their
+  header (record_count 0 when emptied): idempotent-producer state is rebuilt from headers and
+  remembers exactly that many batches per producer, so it comes out the same;
+- every other run of consecutive empty batches of one segment and one leader epoch becomes one
+  empty header with no producer (a filler) spanning the run's offsets, with the run's newest
+  timestamp. So a compacted log holds at most one filler between two surviving batches, not one
+  header per batch ever written (Kafka drops such batches and leaves an offset gap instead).
 
 Crash-safe swap (`_swap`), one step per boundary (each can be killed, see tests):
 1. every cleaned segment is written to `<base>.log.cleaned` and fsynced; the directory fsynced;
@@ -55,6 +60,7 @@ from __future__ import annotations
 import os
 import struct
 import zlib
+from collections import deque
 from operator import itemgetter
 from typing import Callable, Iterator, NamedTuple, Sequence
 
@@ -62,7 +68,7 @@ import msgpack
 from crc32c import crc32c
 
 from raftlog.codec.batch import (CODEC_GZIP, CODEC_NONE, CRC_START, HEADER, HEADER_SIZE,
-                                 LENGTH_OVERHEAD, MAGIC, BatchHeader, peek)
+                                 LENGTH_OVERHEAD, MAGIC, NO_PRODUCER_ID, BatchHeader, peek)
 from raftlog.errors import CorruptBatchError
 from raftlog.storage import checkpoint
 from raftlog.storage.options import LogOptions
@@ -74,6 +80,8 @@ CLEANED_SUFFIX = ".cleaned"
 SWAP_MARKER = "cleaner-swap"
 OFFSET_CHECKPOINT = "cleaner-offset-checkpoint"   # first_dirty_offset
 READ_BUFFER_BYTES = 8 << 20
+PRODUCER_BATCHES_KEPT = 5      # = Kafka's NUM_BATCHES_TO_RETAIN, what producer state remembers
+EMPTY_PAYLOAD = msgpack.packb([])
 
 _key = itemgetter(1)
 
@@ -186,22 +194,36 @@ def _offsets(h: BatchHeader, body: tuple) -> Sequence[int]:
     return [base + r[4] for r in body]
 
 
+class OffsetMap(NamedTuple):
+    latest: dict[bytes | None, int]    # key -> offset of its latest record
+    producer_tails: frozenset[int]     # base offsets of each producer's last batches
+    read_bytes: int
+    records: int
+
+
 def build_offset_map(paths: Sequence[str], pace: Callable[[], None] = lambda: None
-                     ) -> tuple[dict[bytes | None, int], int, int]:
-    """key -> offset of its latest record over the segment files, in order; plus bytes and
-    records read. Control batches are skipped."""
+                     ) -> OffsetMap:
+    """The latest offset of every key over the segment files, in order, and which batch headers
+    producer state needs. Control batches hold no keys."""
     latest: dict[bytes | None, int] = {}
+    tails: dict[int, deque[int]] = {}
     read = records = 0
     for path in paths:
         for h, data in iter_file_batches(path):
             read += len(data)
+            if h.producer_id != NO_PRODUCER_ID:
+                tail = tails.get(h.producer_id)
+                if tail is None:
+                    tail = tails[h.producer_id] = deque(maxlen=PRODUCER_BATCHES_KEPT)
+                tail.append(h.base_offset)
             if h.is_control or h.record_count == 0:
                 continue
             body = _body(h, data)
             records += len(body)
             latest.update(zip(map(_key, body), _offsets(h, body)))
             pace()
-    return latest, read, records
+    kept = frozenset(base for tail in tails.values() for base in tail)
+    return OffsetMap(latest, kept, read, records)
 
 
 def rewrite_batch(h: BatchHeader, data: bytes, latest: dict[bytes | None, int],
@@ -253,7 +275,8 @@ def clean(directory: str, plan: CleanPlan, now_ms: int, cfg: CleanConfig, option
     indexes rebuilt, sealed) for the log's writer to install, and statistics. Blocking: run it
     in a worker thread. A failure before the commit point leaves the old segments in place."""
     log_paths = [_path(directory, s.base_offset, LOG_SUFFIX) for s in plan.segments]
-    latest, read_map, records_in = build_offset_map(log_paths, pace)
+    omap = build_offset_map(log_paths, pace)
+    latest, records_in = omap.latest, omap.records
     step("mapped")
     horizon = now_ms - cfg.delete_retention_ms
     written = kept = read = 0
@@ -265,6 +288,7 @@ def clean(directory: str, plan: CleanPlan, now_ms: int, cfg: CleanConfig, option
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
             try:
                 with os.fdopen(os.dup(fd), "wb", buffering=READ_BUFFER_BYTES) as out:
+                    run = _EmptyRun()
                     for h, data in iter_file_batches(path):
                         read += len(data)
                         new, _n, k, tomb = rewrite_batch(h, data, latest, horizon)
@@ -273,8 +297,16 @@ def clean(directory: str, plan: CleanPlan, now_ms: int, cfg: CleanConfig, option
                         if tomb and (oldest_tombstone is None
                                      or h.max_timestamp < oldest_tombstone):
                             oldest_tombstone = h.max_timestamp
+                        if k == 0 and not h.is_control and \
+                                h.base_offset not in omap.producer_tails:
+                            if not run.extends(h):
+                                written += run.write(out)
+                                run.start(h)
+                            continue
+                        written += run.write(out)
                         out.write(new)
                         written += len(new)
+                    written += run.write(out)
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -290,6 +322,48 @@ def clean(directory: str, plan: CleanPlan, now_ms: int, cfg: CleanConfig, option
     step("checkpointed")
     segs = [_open_rebuilt(directory, b, options, now_ms) for b in bases]
     return segs, CleanStats(read, written, records_in, kept, oldest_tombstone)
+
+
+class _EmptyRun:
+    """Consecutive empty batches of one leader epoch, written as one filler header."""
+
+    def __init__(self) -> None:
+        self.first: BatchHeader | None = None
+        self.next_offset = self.max_timestamp = 0
+
+    def start(self, h: BatchHeader) -> None:
+        self.first, self.next_offset, self.max_timestamp = h, h.next_offset, h.max_timestamp
+
+    def extends(self, h: BatchHeader) -> bool:
+        f = self.first
+        if f is None or f.leader_epoch != h.leader_epoch or h.base_offset != self.next_offset:
+            return False
+        self.next_offset = h.next_offset
+        self.max_timestamp = max(self.max_timestamp, h.max_timestamp)
+        return True
+
+    def write(self, out) -> int:
+        """Write the filler (if any) and start over; returns the bytes written."""
+        f = self.first
+        if f is None:
+            return 0
+        self.first = None
+        data = empty_batch(f.base_offset, self.next_offset - f.base_offset, f.leader_epoch,
+                           f.first_timestamp, self.max_timestamp)
+        out.write(data)
+        return len(data)
+
+
+def empty_batch(base_offset: int, offsets: int, leader_epoch: int, first_timestamp: int,
+                max_timestamp: int) -> bytes:
+    """A batch of no records and no producer covering `offsets` offsets from `base_offset`."""
+    buf = bytearray(HEADER_SIZE + len(EMPTY_PAYLOAD))
+    HEADER.pack_into(buf, 0, base_offset, HEADER_SIZE - LENGTH_OVERHEAD + len(EMPTY_PAYLOAD),
+                     leader_epoch, MAGIC, 0, 0, offsets - 1, first_timestamp, max_timestamp,
+                     NO_PRODUCER_ID, -1, -1, 0)
+    buf[HEADER_SIZE:] = EMPTY_PAYLOAD
+    struct.pack_into(">I", buf, 17, crc32c(memoryview(buf)[CRC_START:]))
+    return bytes(buf)
 
 
 def _swap(directory: str, bases: list[int], step: Step) -> None:
