@@ -32,9 +32,14 @@ its original offset; readers use it when `record_count != last_offset_delta + 1`
 otherwise, so batches written before compaction existed decode unchanged.
 
 Because the CRC starts at byte 21, the broker stamps base offset and leader epoch in place without
-re-encoding or re-checksumming. Broker-side functions (`peek`, `validate`, `stamp`, `iter_batches`)
-read headers only and never touch records; client-side `encode`/`decode` build and parse records.
-Every malformed input raises `CorruptBatchError` with a message saying what is wrong.
+re-encoding or re-checksumming. Broker-side functions (`peek`, `stamp`, `iter_batches`) read
+headers only; `validate` (a client's fresh batch, on produce) also checks the records payload per
+batch, never per record in Python: known codec, a gzip payload inflates (once, in C, bounded), the
+msgpack array header holds exactly `record_count`, and one C pass of msgpack's skipping unpacker
+proves the whole payload is one well-formed msgpack value with no trailing bytes (syntax only:
+neither each record's shape nor UTF-8 inside str values is checked; see `check_records`).
+Client-side `encode`/`decode` build and parse records. Every malformed input raises
+`CorruptBatchError` with a message saying what is wrong.
 """
 from __future__ import annotations
 
@@ -69,11 +74,18 @@ TIMESTAMP_LOG_APPEND = 0x08
 TRANSACTIONAL = 0x10
 CONTROL = 0x20
 CODECS = {"none": CODEC_NONE, "gzip": CODEC_GZIP}
+_KNOWN_CODECS = frozenset(CODECS.values())
 
 NO_PRODUCER_ID = -1
 NO_SEQUENCE = -1
 
 DEFAULT_MAX_BATCH_BYTES = 1 << 20
+# The smallest msgpack record, [0, nil, nil, nil]: fixarray(4) and four one-byte values. A
+# payload of N bytes holds fewer than N / MIN_RECORD_BYTES records, whatever its header says.
+MIN_RECORD_BYTES = 5
+# How far the broker lets one compressed batch inflate while checking it: bounds the memory and
+# the event-loop time (~0.1 s of zlib) a crafted, highly compressible batch can cost.
+MAX_UNCOMPRESSED_BYTES = 64 << 20
 
 
 class BatchHeader(NamedTuple):
@@ -297,9 +309,11 @@ def peek(buf: bytes | bytearray | memoryview, pos: int = 0) -> BatchHeader:
 
 def validate(buf: bytes | bytearray | memoryview, max_bytes: int = DEFAULT_MAX_BATCH_BYTES,
              *, from_client: bool = True) -> BatchHeader:
-    """Check that `buf` is exactly one well-formed batch: length, magic, CRC, counts, size.
+    """Check that `buf` is exactly one well-formed batch: length, magic, CRC, counts, size,
+    codec, and a records payload that holds `record_count` records (`check_records`).
 
-    Header-only plus one CRC pass in C; records are never parsed. Returns the header.
+    Per batch only: the header, one CRC pass and the payload checks in C; no Python code runs
+    per record and no record object is built. Returns the header.
     """
     h = peek(buf)
     if h.size != len(buf):
@@ -318,7 +332,87 @@ def validate(buf: bytes | bytearray | memoryview, max_bytes: int = DEFAULT_MAX_B
     actual = crc32c(memoryview(buf)[CRC_START:])
     if actual != h.crc:
         raise CorruptBatchError(f"CRC mismatch: header {h.crc:#010x}, computed {actual:#010x}")
+    if h.codec not in _KNOWN_CODECS:
+        raise CorruptBatchError(f"unsupported compression codec {h.codec} (attributes "
+                                f"{h.attributes:#06x}); this broker knows none (0) and gzip (1)")
+    check_records(h, memoryview(buf)[HEADER_SIZE:])
     return h
+
+
+def check_records(h: BatchHeader, payload: bytes | memoryview) -> None:
+    """Check that the records payload of a fresh (uncompacted) batch with header `h` holds
+    exactly `h.record_count` records as one well-formed msgpack array, so every consumer can
+    decode it; raises CorruptBatchError otherwise.
+
+    A batch whose CRC is valid but whose records are wrong would otherwise be acknowledged,
+    replicated, and then fail every consumer of the partition at that offset forever.
+
+    Cost, per batch only (timeit, one 2,000-record batch of 100-byte values, 212 KB): the O(1)
+    array-header read ~1.5 us; the syntax pass (msgpack's C `Unpacker.skip`, which builds no
+    objects) ~45-55 us, about 25 ns a record and 4-5 times the CRC pass; a gzip payload's
+    inflate ~0.9 ms. A full shape check (each record a [int, bin|nil, bin|nil, list|nil] array,
+    UTF-8 of str values) needs objects per record: ~250-300 us with msgspec's typed decoder or
+    msgpack.unpackb, so it is not done; a syntactically valid payload of the right length whose
+    elements are not records still reaches consumers as a "malformed record".
+    """
+    n = h.record_count
+    if h.codec == CODEC_NONE:
+        body = payload
+    else:
+        if n > MAX_UNCOMPRESSED_BYTES // MIN_RECORD_BYTES:
+            raise CorruptBatchError(f"record_count {n} cannot fit in the {MAX_UNCOMPRESSED_BYTES}"
+                                    f" bytes a compressed batch may inflate to")
+        body = _inflate_bounded(h.codec, payload, MAX_UNCOMPRESSED_BYTES)
+    size = len(body)
+    if size < 1 + n * MIN_RECORD_BYTES:
+        raise CorruptBatchError(f"record_count {n} cannot fit in a records payload of {size} "
+                                f"bytes (a record takes at least {MIN_RECORD_BYTES})")
+    held = _array_length(body)
+    if held != n:
+        raise CorruptBatchError(f"record-count mismatch: header says {n}, payload holds "
+                                f"{'no array' if held is None else held}")
+    unpacker = msgpack.Unpacker(max_buffer_size=size)
+    unpacker.feed(body)
+    try:
+        unpacker.skip()   # one C call walks the whole array; no record object is built
+    except Exception as exc:  # msgpack raises several unrelated types (FormatError, OutOfData...)
+        raise CorruptBatchError(
+            f"records payload is not well-formed msgpack: {type(exc).__name__} {exc}") from None
+    if unpacker.tell() != size:
+        raise CorruptBatchError(f"records payload has {size - unpacker.tell()} bytes after its "
+                                f"{n} records")
+
+
+def _array_length(body: bytes | memoryview) -> int | None:
+    """The element count of the msgpack array header at the start of `body` (fixarray, array
+    16 or array 32), or None when `body` does not start with one. O(1)."""
+    first = body[0]
+    if 0x90 <= first <= 0x9F:
+        return first & 0x0F
+    if first == 0xDC and len(body) >= 3:
+        return int.from_bytes(body[1:3], "big")
+    if first == 0xDD and len(body) >= 5:
+        return int.from_bytes(body[1:5], "big")
+    return None
+
+
+def _inflate_bounded(codec: int, payload: bytes | memoryview, limit: int) -> bytes:
+    """The decompressed payload, refusing one that inflates past `limit` bytes, is truncated,
+    or has bytes after its compressed stream."""
+    if codec != CODEC_GZIP:
+        raise CorruptBatchError(f"unsupported compression codec {codec}")
+    d = zlib.decompressobj()
+    try:
+        body = d.decompress(payload, limit + 1)
+    except zlib.error as exc:
+        raise CorruptBatchError(f"gzip payload does not decompress: {exc}") from None
+    if len(body) > limit:
+        raise CorruptBatchError(f"gzip payload inflates past the limit of {limit} bytes")
+    if not d.eof:
+        raise CorruptBatchError("gzip payload is truncated (its stream does not end)")
+    if d.unused_data:
+        raise CorruptBatchError(f"gzip payload has {len(d.unused_data)} bytes after its stream")
+    return body
 
 
 def crc_ok(buf: bytes | bytearray | memoryview, pos: int, header: BatchHeader) -> bool:

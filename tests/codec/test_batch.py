@@ -201,7 +201,89 @@ def payload_batch(payload: bytes, count: int = 1, codec: int = B.CODEC_NONE) -> 
 ])
 def test_decode_rejects_garbage_records(payload: bytes, count: int) -> None:
     b = payload_batch(payload, count)
-    B.validate(b)  # header and CRC are fine: only the records are garbage
+    with pytest.raises(CorruptBatchError):
+        B.decode(b)
+
+
+# -- validate checks the records payload, per batch (audit: CRC-valid poison batches) -------
+ONE = B.pack([(0, None, b"x", None)])                       # one record, 8 bytes
+REC = B.pack((0, None, b"0123456789", None))                # one record without the array
+
+
+def _gz(payload: bytes) -> bytes:
+    return zlib.compress(payload, 1)
+
+
+# (payload, record_count, attributes) of batches whose CRC is valid but whose records are wrong;
+# each was acknowledged by the broker before and then failed every consumer of its partition.
+POISON = {
+    "count lie: says 1000, holds 1": (ONE, 1000, 0),
+    "count lie within the payload's size: says 2, holds 3":
+        (b"\x93" + REC * 3, 2, 0),
+    "count lie: says 3, holds 2 (padding after)": (b"\x92" + REC * 2 + b"\xc0" * 10, 3, 0),
+    "count 2**31-1": (ONE, 2**31 - 1, 0),
+    "garbage payload": (b"\xc1\xc1\xc1", 1, 0),
+    "garbage after a right array header": (b"\x91" + b"\xc1" * 10, 1, 0),
+    "not an array": (msgpack.packb({"a": b"0123456789"}), 1, 0),
+    "truncated array": (b"\x92" + REC + REC[:-3], 2, 0),
+    "bytes after the array": (ONE + b"\xc0", 1, 0),
+    "a record nested too deep": (b"\x91" + b"\x91" * 5000 + b"\xc0", 1, 0),
+    "unknown codec 5": (ONE, 1, 5),
+    "snappy (2), not supported": (ONE, 1, 2),
+    "codec 7": (ONE, 1, 7),
+    "gzip bit on an uncompressed payload": (ONE, 1, B.CODEC_GZIP),
+    "gzip: count lie": (_gz(ONE), 2, B.CODEC_GZIP),
+    "gzip: garbage inside": (_gz(b"\x91\xc1\xc1\xc1\xc1\xc1"), 1, B.CODEC_GZIP),
+    "gzip: truncated stream": (_gz(REC * 50)[:-6], 1, B.CODEC_GZIP),
+    "gzip: bytes after the stream": (_gz(ONE) + b"\x00", 1, B.CODEC_GZIP),
+    "gzip: count 2**31-1": (_gz(ONE), 2**31 - 1, B.CODEC_GZIP),
+}
+
+
+@pytest.mark.parametrize("case", sorted(POISON))
+def test_validate_rejects_crc_valid_batches_whose_records_are_wrong(case: str) -> None:
+    payload, count, attributes = POISON[case]
+    b = B.encode_payload(payload, count, TS, TS, attributes=attributes)
+    assert B.crc_ok(b, 0, B.peek(b)) and B.peek(b).last_offset_delta == count - 1
+    with pytest.raises(CorruptBatchError) as info:
+        B.validate(b)
+    assert info.value.code == ErrorCode.CORRUPT_MESSAGE and info.value.message
+
+
+def test_validate_rejects_a_gzip_payload_inflating_past_the_limit(monkeypatch) -> None:
+    records = [(None, b"\x00" * 1000, None, TS)] * 50           # ~50 KB, compresses to ~few 100 B
+    b = B.encode(records, codec=B.CODEC_GZIP)
+    assert B.validate(b).record_count == 50
+    monkeypatch.setattr(B, "MAX_UNCOMPRESSED_BYTES", 10_000)
+    with pytest.raises(CorruptBatchError, match="inflates past"):
+        B.validate(b)
+
+
+@pytest.mark.parametrize("count", [1, 15, 16, 65_535, 65_536])
+@pytest.mark.parametrize("codec", [B.CODEC_NONE, B.CODEC_GZIP])
+def test_validate_accepts_every_array_header_form(count: int, codec: int) -> None:
+    # fixarray (< 16), array 16 (< 65,536) and array 32 headers, smallest records possible
+    payload = B.pack([(0, None, None, None)] * count)
+    assert len(payload) < count * B.MIN_RECORD_BYTES + 6
+    b = B.encode_payload(B.compress(codec, payload), count, TS, TS, attributes=codec)
+    assert B.validate(b, max_bytes=1 << 30).record_count == count
+
+
+def test_validate_accepts_what_the_clients_build() -> None:
+    for b in (golden(), B.encode(GOLDEN_RECORDS, codec=B.CODEC_GZIP),
+              B.encode_payload(B.pack_values([b"v" * 100] * 2000), 2000, TS, TS),
+              B.encode_wire([(0, b"k", b"v", [["h", None]])] * 3, TS, TS, codec=B.CODEC_GZIP)):
+        assert B.validate(b).record_count == len(B.decode(b))
+
+
+@pytest.mark.parametrize("payload", [
+    msgpack.packb([[0, b"k"]]),                     # a record with missing fields
+    msgpack.packb([["x", b"k", b"v", None]]),       # timestamp delta not an int
+])
+def test_validate_checks_syntax_not_record_shapes(payload: bytes) -> None:
+    # Documented limit (check_records): a shape check would build objects per record.
+    b = payload_batch(payload, 1)
+    assert B.validate(b).record_count == 1
     with pytest.raises(CorruptBatchError):
         B.decode(b)
 
