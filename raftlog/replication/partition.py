@@ -68,7 +68,9 @@ class Partition:
         self.epoch_start_offset = 0
         self.progress: dict[int, FollowerProgress] = {}
         self.waiters = OffsetWaiters()
-        self._watchers: list[asyncio.Future[None]] = []
+        # Futures of long polls waiting for a change; each poll removes its own when it ends
+        # (unwatch), since an idle partition may never wake to clear them.
+        self._watchers: set[asyncio.Future[None]] = set()
         self.isr_change_in_flight = False
         # While the cleaner rewrites this log's segments below this offset (in a worker thread,
         # swapping files in place), nothing may delete or truncate them under it: a follower
@@ -106,12 +108,18 @@ class Partition:
 
     # -- long-poll wake-ups -----------------------------------------------------------------
     def watch(self) -> asyncio.Future[None]:
+        """A future resolved by the next `wake`; the caller must `unwatch` it when it stops
+        waiting (timeout, cancel), or a partition that never wakes keeps it forever."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._watchers.append(fut)
+        self._watchers.add(fut)
         return fut
 
+    def unwatch(self, fut: asyncio.Future[None]) -> None:
+        """Forget a watch future that is no longer awaited (O(1); no-op after a wake)."""
+        self._watchers.discard(fut)
+
     def wake(self) -> None:
-        watchers, self._watchers = self._watchers, []
+        watchers, self._watchers = self._watchers, set()
         for f in watchers:
             if not f.done():
                 f.set_result(None)

@@ -64,7 +64,10 @@ async def _wait_any(parts: list[Partition], timeout_s: float) -> None:
     try:
         await asyncio.wait(futs, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for f in futs:
+        # Unregister every future, woken or not: an idle partition never wakes, and each
+        # follower fetch round would otherwise leave one more future behind per partition.
+        for p, f in zip(parts, futs):
+            p.unwatch(f)
             if not f.done():
                 f.cancel()
 
