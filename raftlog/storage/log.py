@@ -150,13 +150,20 @@ class PartitionLog:
         """(largest epoch <= `epoch`, its end offset), Kafka's OffsetsForLeaderEpoch."""
         return self._epochs.end_offset_for_epoch(epoch, self._leo)
 
-    def reconfigure(self, segment_bytes: int | None = None,
-                    segment_ms: int | None = None) -> None:
-        """Change the roll limits of a live log (topic config altered at runtime); the next
-        append or `roll_if_due` uses them."""
+    def reconfigure(self, segment_bytes: int | None = None, segment_ms: int | None = None,
+                    flush_policy: str | None = None, flush_interval_ms: int | None = None,
+                    max_batch_bytes: int | None = None) -> None:
+        """Change the options of a live log (topic config altered at runtime); None keeps a
+        value. The roll limits apply from the next append or roll check, the size limit from
+        the next append; the flush fields are read by the caller (which flushes) each time it
+        decides. Raises ConfigError, leaving the options as they were, on a bad value."""
         changes = {k: v for k, v in (("segment_bytes", segment_bytes),
-                                     ("segment_ms", segment_ms)) if v is not None}
+                                     ("segment_ms", segment_ms),
+                                     ("flush_policy", flush_policy),
+                                     ("flush_interval_ms", flush_interval_ms),
+                                     ("max_batch_bytes", max_batch_bytes)) if v is not None}
         if changes and any(getattr(self._options, k) != v for k, v in changes.items()):
+            # One atomic swap of a frozen object: a reader sees the old or the new options.
             self._options = dataclasses.replace(self._options, **changes)
 
     def segments(self) -> list[SegmentInfo]:

@@ -545,3 +545,23 @@ def test_closed_log_refuses_calls(tmp_path) -> None:
         with pytest.raises(LogClosedError):
             call()
     assert log.flush() == 3
+
+
+def test_reconfigure_flush_and_batch_limit_of_an_open_log(tmp_path):
+    """Topic alter reaches an open log: flush policy and interval, and the batch size limit
+    (a batch over the old limit is refused, then accepted once it is raised); a bad value is
+    refused and leaves the options as they were."""
+    big = bytearray(B.encode([(None, b"x" * 5000, None, 0)]))
+    with PartitionLog.open(str(tmp_path), LogOptions(flush_policy="interval",
+                                                     max_batch_bytes=4096)) as log:
+        with pytest.raises(MessageTooLargeError):
+            log.append(bytearray(big), 0, 0)
+        log.reconfigure(flush_policy="fsync", flush_interval_ms=50, max_batch_bytes=1 << 20)
+        o = log.options
+        assert (o.flush_policy, o.flush_interval_ms, o.max_batch_bytes) == ("fsync", 50, 1 << 20)
+        assert log.append(big, 0, 0).base_offset == 0
+        with pytest.raises(ConfigError):
+            log.reconfigure(flush_policy="sometimes")
+        with pytest.raises(ConfigError):
+            log.reconfigure(flush_interval_ms=0, segment_ms=5)
+        assert log.options == o
