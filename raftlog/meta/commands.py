@@ -4,22 +4,33 @@ Owns: the wire form of a command (`encode`/`decode`), the payload schema of ever
 builder per op, and the result shapes. Pure: imports msgpack and raftlog.errors only (no time,
 random, os, asyncio, pysyncobj, storage).
 
-Wire form: ``msgpack([FORMAT_VERSION, op, payload])`` where payload is a map with str keys.
-Every node of a cluster must run code that understands the same FORMAT_VERSION and ops: a node
+Wire form: ``msgpack([format_version, op, payload])`` where payload is a map with str keys.
+Every node of a cluster must run code that understands the same format versions and ops: a node
 that rejected an entry its peers accepted would diverge. A new format therefore ships behind a
 cluster-wide switch, never by a rolling restart alone.
 
+Format versions: 1 is the original; 2 adds the fields of `V2_FIELDS`. A command is written in
+the lowest format that can say it: format-2 fields are left out while they hold their default,
+and the command is then byte-identical to format 1. So journals and snapshots written before
+format 2 replay unchanged (a missing field means its default, today's behaviour), and a cluster
+whose commands never need format 2 never writes it. A format-1 command carrying a format-2
+field is malformed. Format 2 is written only by a controller whose config file sets
+`[log] unclean_leader_election_enable = true`: that setting is the cluster-wide switch, to be
+turned on once every node runs code that reads format 2.
+
 Ops, payload fields (``?`` = optional, with its default) -> ok payload; rejection codes:
 
-    register_broker       broker_id, host, http_port, incarnation, now_ms
+    register_broker       broker_id, host, http_port, incarnation, now_ms, unclean_default? false
                           -> {broker_id, broker_epoch, duplicate, changed: [[topic, p]]}
                           A new broker starts fenced; the same incarnation again is a duplicate
                           (same epoch); a new incarnation gets a higher epoch and loses its ISR
                           places and leaderships like a fence.  INVALID_REQUEST
-    unfence_broker        broker_id, broker_epoch  -> {broker_id, broker_epoch, elected}
+    unfence_broker        broker_id, broker_epoch, unclean_default? false
+                          -> {broker_id, broker_epoch, elected}
                           Also elects it where partitions it replicates are leaderless.
                           UNKNOWN_BROKER, STALE_BROKER_EPOCH
-    fence_broker          broker_id, broker_epoch  -> {broker_id, broker_epoch, changed}
+    fence_broker          broker_id, broker_epoch, unclean_default? false
+                          -> {broker_id, broker_epoch, changed}
                           UNKNOWN_BROKER, STALE_BROKER_EPOCH
     create_topic          topic, topic_id, replicas [[int]], config? {}
                           -> {topic, topic_id, partitions, duplicate}
@@ -27,9 +38,15 @@ Ops, payload fields (``?`` = optional, with its default) -> ok payload; rejectio
                           INVALID_REPLICATION_FACTOR, UNKNOWN_BROKER, BROKER_NOT_AVAILABLE
     delete_topic          topic, topic_id? "" ("" = any id)  -> {topic, topic_id}
                           UNKNOWN_TOPIC_OR_PARTITION
-    alter_topic_config    topic, set? {}, delete? [], replace? nil, expected? nil
+    alter_topic_config    topic, set? {}, delete? [], replace? nil, expected? nil,
+                          unclean_default? false
                           -> {topic, config, elected}   UNKNOWN_TOPIC_OR_PARTITION,
                           INVALID_REQUEST (also when `expected` is not the current config)
+
+`unclean_default` (format 2) is the proposing controller's `[log] unclean_leader_election_enable`:
+the commands that elect leaders inside apply use a topic's `unclean.leader.election.enable`
+override if it has one, else this carried default. The state machine never reads a config file;
+every node applies the value the command carries.
     change_partition      topic, partition, partition_epoch, leader, isr [int],
                           leader_epoch? -1 (-1 = unchecked), isr_broker_epochs? [] (unchecked)
                           -> {topic, partition, leader, leader_epoch, isr, partition_epoch,
@@ -63,7 +80,8 @@ import msgpack
 
 from raftlog import errors
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2                     # the newest format this code reads and writes
+FORMAT_VERSIONS = (1, 2)               # every format this code reads
 COMMAND_BYTES_MAX = 1 << 20            # pysyncobj chunks entries > 64 KiB; 1 MiB is a hard stop
 LIST_ITEMS_MAX = 100_000               # partitions, changes, assignment entries per command
 CONFIG_KEYS_MAX = 1000
@@ -71,6 +89,7 @@ STRING_BYTES_MAX = 4096
 
 Result = tuple[Any, ...]
 ConfigValue = str | int | bool
+_FORMAT_1 = 1
 
 # One field spec: (kind, required, default). Kinds are checked by `_check_value`.
 _REQ = True
@@ -87,15 +106,18 @@ _CHANGE_FIELDS: dict[str, tuple[str, bool, Any]] = {
 SCHEMAS: dict[str, dict[str, tuple[str, bool, Any]]] = {
     "register_broker": {"broker_id": ("nat", _REQ, None), "host": ("str", _REQ, None),
                         "http_port": ("port", _REQ, None), "incarnation": ("str", _REQ, None),
-                        "now_ms": ("nat", _REQ, None)},
-    "unfence_broker": {"broker_id": ("nat", _REQ, None), "broker_epoch": ("nat", _REQ, None)},
-    "fence_broker": {"broker_id": ("nat", _REQ, None), "broker_epoch": ("nat", _REQ, None)},
+                        "now_ms": ("nat", _REQ, None), "unclean_default": ("bool", _OPT, False)},
+    "unfence_broker": {"broker_id": ("nat", _REQ, None), "broker_epoch": ("nat", _REQ, None),
+                       "unclean_default": ("bool", _OPT, False)},
+    "fence_broker": {"broker_id": ("nat", _REQ, None), "broker_epoch": ("nat", _REQ, None),
+                     "unclean_default": ("bool", _OPT, False)},
     "create_topic": {"topic": ("str", _REQ, None), "topic_id": ("str", _REQ, None),
                      "replicas": ("int_lists", _REQ, None), "config": ("config", _OPT, {})},
     "delete_topic": {"topic": ("str", _REQ, None), "topic_id": ("str", _OPT, "")},
     "alter_topic_config": {"topic": ("str", _REQ, None), "set": ("config", _OPT, {}),
                            "delete": ("strs", _OPT, ()), "replace": ("config?", _OPT, None),
-                           "expected": ("config?", _OPT, None)},
+                           "expected": ("config?", _OPT, None),
+                           "unclean_default": ("bool", _OPT, False)},
     "change_partition": _CHANGE_FIELDS,
     "elect_leaders": {"changes": ("changes", _REQ, None)},
     "allocate_producer_ids": {"count": ("nat", _REQ, None), "broker_id": ("int", _OPT, -1),
@@ -108,6 +130,8 @@ SCHEMAS: dict[str, dict[str, tuple[str, bool, Any]]] = {
     "delete_group": {"group": ("str", _REQ, None), "expected_generation": ("nat", _REQ, None)},
 }
 OPS = frozenset(SCHEMAS)
+# Fields that format 1 does not have; each is optional and written only when not its default.
+V2_FIELDS = frozenset({"unclean_default"})
 
 
 class Command(NamedTuple):
@@ -159,6 +183,10 @@ def _check_value(kind: str, v: Any, where: str) -> Any:
             raise _bad(f"{where}: must be >= 0, got {v}")
         if kind == "port" and not 1 <= v <= 65535:
             raise _bad(f"{where}: not a port number: {v}")
+        return v
+    if kind == "bool":
+        if type(v) is not bool:
+            raise _bad(f"{where}: expected true or false, got {v!r:.80}")
         return v
     if kind == "str":
         return _check_str(v, where)
@@ -221,12 +249,19 @@ def _plain(v: Any) -> Any:
     return v
 
 
+def _wire_form(op: str, checked: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """(format version, payload to write): the lowest format that can say the command."""
+    schema = SCHEMAS[op]
+    out = {k: v for k, v in checked.items() if k not in V2_FIELDS or v != schema[k][2]}
+    return (FORMAT_VERSION if V2_FIELDS & out.keys() else _FORMAT_1), out
+
+
 def encode(op: str, payload: Mapping[str, Any] | None = None) -> bytes:
     """Check `payload` against op's schema and return the command bytes; raises InvalidRequest."""
     if op not in SCHEMAS:
         raise _bad(f"unknown op {op!r}")
-    checked = _check_payload(op, payload or {}, op)
-    blob: bytes = msgpack.packb([FORMAT_VERSION, op, _plain(checked)], use_bin_type=True)
+    version, wire = _wire_form(op, _check_payload(op, payload or {}, op))
+    blob: bytes = msgpack.packb([version, op, _plain(wire)], use_bin_type=True)
     if len(blob) > COMMAND_BYTES_MAX:
         raise _bad(f"{op}: command is {len(blob)} bytes, the limit is {COMMAND_BYTES_MAX}")
     return blob
@@ -243,27 +278,35 @@ def decode(blob: bytes) -> Command:
     if not isinstance(raw, list) or len(raw) != 3:
         raise _bad("a command is [format_version, op, payload]")
     version, op, payload = raw
-    if version != FORMAT_VERSION:
-        raise _bad(f"command format {version!r} is not {FORMAT_VERSION}: nodes run mixed code?")
+    if not _is_int(version) or version not in FORMAT_VERSIONS:
+        raise _bad(f"command format {version!r:.20} is not one of {list(FORMAT_VERSIONS)}: "
+                   "nodes run mixed code?")
     if not isinstance(op, str) or op not in SCHEMAS:
         raise _bad(f"unknown op {op!r:.80}")
+    if version == _FORMAT_1 and isinstance(payload, Mapping):
+        newer = sorted(str(k) for k in payload if k in V2_FIELDS)
+        if newer:
+            raise _bad(f"{op}: fields {newer} need command format {FORMAT_VERSION}, not 1")
     return Command(op, _check_payload(op, payload, op), version)
 
 
 # --- typed builders: what the controller, the admin API and the group coordinator call ---
 
 def register_broker(broker_id: int, host: str, http_port: int, incarnation: str,
-                    now_ms: int) -> bytes:
+                    now_ms: int, unclean_default: bool = False) -> bytes:
     return encode("register_broker", {"broker_id": broker_id, "host": host, "http_port": http_port,
-                                      "incarnation": incarnation, "now_ms": now_ms})
+                                      "incarnation": incarnation, "now_ms": now_ms,
+                                      "unclean_default": unclean_default})
 
 
-def unfence_broker(broker_id: int, broker_epoch: int) -> bytes:
-    return encode("unfence_broker", {"broker_id": broker_id, "broker_epoch": broker_epoch})
+def unfence_broker(broker_id: int, broker_epoch: int, unclean_default: bool = False) -> bytes:
+    return encode("unfence_broker", {"broker_id": broker_id, "broker_epoch": broker_epoch,
+                                     "unclean_default": unclean_default})
 
 
-def fence_broker(broker_id: int, broker_epoch: int) -> bytes:
-    return encode("fence_broker", {"broker_id": broker_id, "broker_epoch": broker_epoch})
+def fence_broker(broker_id: int, broker_epoch: int, unclean_default: bool = False) -> bytes:
+    return encode("fence_broker", {"broker_id": broker_id, "broker_epoch": broker_epoch,
+                                   "unclean_default": unclean_default})
 
 
 def create_topic(topic: str, topic_id: str, replicas: Sequence[Sequence[int]],
@@ -279,10 +322,12 @@ def delete_topic(topic: str, topic_id: str = "") -> bytes:
 def alter_topic_config(topic: str, set_keys: Mapping[str, ConfigValue] | None = None,
                        delete_keys: Sequence[str] = (),
                        replace: Mapping[str, ConfigValue] | None = None,
-                       expected: Mapping[str, ConfigValue] | None = None) -> bytes:
+                       expected: Mapping[str, ConfigValue] | None = None,
+                       unclean_default: bool = False) -> bytes:
     return encode("alter_topic_config", {"topic": topic, "set": set_keys or {},
                                          "delete": list(delete_keys), "replace": replace,
-                                         "expected": expected})
+                                         "expected": expected,
+                                         "unclean_default": unclean_default})
 
 
 def partition_change(topic: str, partition: int, partition_epoch: int, leader: int,

@@ -70,6 +70,16 @@ class Controller:
     def timeout_s(self) -> float:
         return self.cfg.raft.propose_timeout_ms / 1000
 
+    @property
+    def unclean_default(self) -> bool:
+        """This node's `[log] unclean_leader_election_enable`, for topics without an override.
+
+        Commands that elect inside apply carry it, so the state machine never reads a config
+        file: if nodes' files disagree, each command follows the controller that proposed it,
+        and every node still applies it alike.
+        """
+        return self.cfg.log.unclean_leader_election_enable
+
     async def _propose(self, command: bytes) -> dict[str, Any]:
         return commands.unwrap(await self.meta.propose(command, self.timeout_s))
 
@@ -175,14 +185,16 @@ class Controller:
                     and silent_ms > 2 * self.cfg.broker.heartbeat_interval_ms):
                 log.warning("fencing broker %d (epoch %d): silent %d ms and its port refuses "
                             "connections", b.broker_id, b.epoch, silent_ms)
-                await self._propose(commands.fence_broker(b.broker_id, b.epoch))
+                await self._propose(commands.fence_broker(b.broker_id, b.epoch,
+                                                          self.unclean_default))
             elif silent_ms > limit:
                 log.warning("fencing broker %d (epoch %d): no heartbeat for %d ms",
                             b.broker_id, b.epoch, silent_ms)
-                await self._propose(commands.fence_broker(b.broker_id, b.epoch))
+                await self._propose(commands.fence_broker(b.broker_id, b.epoch,
+                                                          self.unclean_default))
 
     async def _elect_leaderless(self) -> None:
-        changes = placement.leaderless_elections(self.meta.view)
+        changes = placement.leaderless_elections(self.meta.view, self.unclean_default)
         if changes:
             log.info("electing leaders for %d leaderless partitions", len(changes))
             await self._propose(commands.elect_leaders(changes))
@@ -207,7 +219,8 @@ class Controller:
                 epoch = b.epoch          # a retried registration: same answer
             else:
                 res = await self._propose(commands.register_broker(
-                    broker_id, host, http_port, incarnation, self._wall_ms()))
+                    broker_id, host, http_port, incarnation, self._wall_ms(),
+                    self.unclean_default))
                 epoch = res["broker_epoch"]
         self._registered_version[broker_id] = self.meta.view.version
         self._last_heartbeat_ms[broker_id] = (epoch, self._mono_ms())
@@ -230,7 +243,8 @@ class Controller:
                 b = self.meta.view.broker(broker_id)
                 if b is not None and b.fenced and b.epoch == broker_epoch:
                     log.info("unfencing broker %d (epoch %d)", broker_id, broker_epoch)
-                    await self._propose(commands.unfence_broker(broker_id, broker_epoch))
+                    await self._propose(commands.unfence_broker(broker_id, broker_epoch,
+                                                                self.unclean_default))
         b = self.meta.view.broker(broker_id)
         return {"fenced": bool(b and b.fenced)}
 
@@ -336,7 +350,8 @@ class Controller:
         topic_config.check_against_rf(to_set, len(t.partitions[0].replicas))
         async with self._lock:
             await self._propose(commands.alter_topic_config(
-                name, topic_config.for_state(to_set), to_delete))
+                name, topic_config.for_state(to_set), to_delete,
+                unclean_default=self.unclean_default))
         return {"name": name}
 
     # -- consumer groups --------------------------------------------------------------------

@@ -8,8 +8,10 @@ same choices on every node (the state machine calls `elect_after_loss`/`elect_le
 inside apply).
 
 Election rule (Kafka's): the new leader is the first replica, in replica order, that is in the
-ISR and active. Only when the topic opts in (`unclean.leader.election.enable`) and no ISR member
-is active may a live replica outside the ISR lead; the ISR then becomes just that replica.
+ISR and active. Only when unclean election is on for the topic (its
+`unclean.leader.election.enable` override, else the controller's `[log]` default, carried in
+the command) and no ISR member is active may a live replica outside the ISR lead; the ISR then
+becomes just that replica.
 """
 from __future__ import annotations
 
@@ -120,18 +122,20 @@ def preferred_leader_moves(view: MetadataView) -> list[dict[str, Any]]:
     return out
 
 
-def leaderless_elections(view: MetadataView) -> list[dict[str, Any]]:
+def leaderless_elections(view: MetadataView, unclean_default: bool = False
+                         ) -> list[dict[str, Any]]:
     """Changes giving a leader to every leaderless partition that can have one now.
 
     The state machine already elects on fence, unfence and unclean opt-in; this is the
     controller's periodic sweep for anything left over (Kafka runs the same sweep).
+    `unclean_default` is the controller's `[log]` default for topics without an override.
     """
     active = frozenset(view.active_broker_ids())
     out = []
     for name in view.topic_names():
         t = view.topics[name]
         for p in t.partitions:
-            choice = elect_leaderless(p, active, t.unclean_election)
+            choice = elect_leaderless(p, active, t.unclean_or(unclean_default))
             if choice is not None:
                 out.append(commands.partition_change(p.topic, p.partition, p.partition_epoch,
                                                      choice[0], choice[1],
@@ -139,15 +143,17 @@ def leaderless_elections(view: MetadataView) -> list[dict[str, Any]]:
     return out
 
 
-def broker_failure_changes(view: MetadataView, broker_id: int) -> list[dict[str, Any]]:
+def broker_failure_changes(view: MetadataView, broker_id: int, unclean_default: bool = False
+                           ) -> list[dict[str, Any]]:
     """What fencing `broker_id` would change, as partition changes (fence_broker applies the
-    same rule itself; this is for previews and for controllers that batch differently)."""
+    same rule itself, with the same `unclean_default`; this is for previews and for
+    controllers that batch differently)."""
     active = frozenset(view.active_broker_ids()) - {broker_id}
     out = []
     for name in view.topic_names():
         t = view.topics[name]
         for p in t.partitions:
-            choice = elect_after_loss(p, broker_id, active, t.unclean_election)
+            choice = elect_after_loss(p, broker_id, active, t.unclean_or(unclean_default))
             if choice is not None:
                 out.append(commands.partition_change(p.topic, p.partition, p.partition_epoch,
                                                      choice[0], choice[1],

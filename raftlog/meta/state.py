@@ -30,8 +30,8 @@ from raftlog import errors
 from raftlog.meta import commands, names, placement
 from raftlog.meta.commands import Result
 from raftlog.meta.snapshot import snapshot_bytes, view_from_snapshot
-from raftlog.meta.view import (NO_LEADER, UNCLEAN_ELECTION_KEY, BrokerInfo, GroupInfo,
-                               MetadataView, PartitionInfo, TopicInfo, config_true, frozen_map)
+from raftlog.meta.view import (NO_LEADER, BrokerInfo, GroupInfo, MetadataView, PartitionInfo,
+                               TopicInfo, frozen_map)
 
 __all__ = ["MetadataState", "state_from_snapshot", "snapshot_bytes", "view_from_snapshot"]
 PRODUCER_ID_BLOCK_MAX = 1_000_000
@@ -126,25 +126,31 @@ def _replace_partitions(v: MetadataView, updates: Mapping[tuple[str, int], Parti
 
 def _elect(v: MetadataView, choose: Callable[[PartitionInfo, frozenset[int], bool],
                                              tuple[int, tuple[int, ...]] | None],
+           unclean_default: bool,
            topics: tuple[str, ...] | None = None) -> tuple[MetadataView, list[list[Any]]]:
-    """Apply `choose(p, active, unclean)` to every partition (sorted); return view and changes."""
+    """Apply `choose(p, active, unclean)` to every partition (sorted); return view and changes.
+
+    `unclean` is the topic's override, else `unclean_default`: the proposer's config value
+    carried in the command, so every node decides alike whatever its own config file says.
+    """
     active = _active(v)
     updates: dict[tuple[str, int], PartitionInfo] = {}
     changed: list[list[Any]] = []
     for name in topics if topics is not None else v.topic_names():
         t = v.topics[name]
         for p in t.partitions:
-            choice = choose(p, active, t.unclean_election)
+            choice = choose(p, active, t.unclean_or(unclean_default))
             if choice is not None:
                 updates[(name, p.partition)] = _with_partition(p, *choice)
                 changed.append([name, p.partition])
     return _replace_partitions(v, updates), changed
 
 
-def _fence_in_partitions(v: MetadataView, broker_id: int) -> tuple[MetadataView, list[list[Any]]]:
+def _fence_in_partitions(v: MetadataView, broker_id: int, unclean_default: bool
+                         ) -> tuple[MetadataView, list[list[Any]]]:
     """`broker_id` (already fenced in v) leaves every ISR and leadership, Kafka style."""
     return _elect(v, lambda p, active, unclean:
-                  placement.elect_after_loss(p, broker_id, active, unclean))
+                  placement.elect_after_loss(p, broker_id, active, unclean), unclean_default)
 
 
 def _broker_or_reject(v: MetadataView, broker_id: int, broker_epoch: int) -> BrokerInfo:
@@ -182,7 +188,7 @@ def _register_broker(v: MetadataView, c: dict[str, Any]) -> tuple[Result, Metada
     changed: list[list[Any]] = []
     if old is not None:
         # A new incarnation may have lost unflushed data: treat the old one as fenced (KIP-966).
-        v, changed = _fence_in_partitions(v, bid)
+        v, changed = _fence_in_partitions(v, bid, c["unclean_default"])
     return commands.ok({"broker_id": bid, "broker_epoch": epoch, "duplicate": False,
                         "changed": changed}), v
 
@@ -192,7 +198,7 @@ def _fence_broker(v: MetadataView, c: dict[str, Any]) -> tuple[Result, MetadataV
     if not b.fenced:
         v = dataclasses.replace(v, brokers=_put(v.brokers, b.broker_id,
                                                 dataclasses.replace(b, fenced=True)))
-    v, changed = _fence_in_partitions(v, b.broker_id)
+    v, changed = _fence_in_partitions(v, b.broker_id, c["unclean_default"])
     return commands.ok({"broker_id": b.broker_id, "broker_epoch": b.epoch,
                         "changed": changed}), v
 
@@ -205,7 +211,7 @@ def _unfence_broker(v: MetadataView, c: dict[str, Any]) -> tuple[Result, Metadat
     bid = b.broker_id
     # Kafka elects the returning broker where partitions it replicates have no leader.
     v, elected = _elect(v, lambda p, active, unclean: placement.elect_leaderless(
-        p, active, unclean) if bid in p.replicas else None)
+        p, active, unclean) if bid in p.replicas else None, c["unclean_default"])
     return commands.ok({"broker_id": bid, "broker_epoch": b.epoch, "elected": elected}), v
 
 
@@ -284,11 +290,14 @@ def _alter_topic_config(v: MetadataView, c: dict[str, Any]) -> tuple[Result, Met
         new = {k: val for k, val in t.config.items() if k not in c["delete"]}
         new.update(c["set"])
     config = frozen_map({k: new[k] for k in sorted(new)})
-    v = dataclasses.replace(v, topics=_put(v.topics, name, dataclasses.replace(t, config=config)))
+    altered = dataclasses.replace(t, config=config)
+    v = dataclasses.replace(v, topics=_put(v.topics, name, altered))
     elected: list[list[Any]] = []
-    if config_true(config.get(UNCLEAN_ELECTION_KEY)) and not t.unclean_election:
-        # Opting in to unclean election takes effect at once for leaderless partitions.
-        v, elected = _elect(v, placement.elect_leaderless, topics=(name,))
+    default = c["unclean_default"]
+    if altered.unclean_or(default) and not t.unclean_or(default):
+        # Opting in to unclean election (an override set to true, or an override false removed
+        # under a default of true) takes effect at once for leaderless partitions.
+        v, elected = _elect(v, placement.elect_leaderless, default, topics=(name,))
     return commands.ok({"topic": name, "config": dict(config), "elected": elected}), v
 
 

@@ -86,7 +86,14 @@ class TopicInfo:
 
     @property
     def unclean_election(self) -> bool:
-        return config_true(self.config.get(UNCLEAN_ELECTION_KEY))
+        """The topic's own override only (False without one); elections use `unclean_or`."""
+        return self.unclean_or(False)
+
+    def unclean_or(self, default: bool) -> bool:
+        """Unclean election for this topic: its override if it has one (Kafka's rule), else
+        `default`, the cluster default that the command or the controller carries."""
+        value = self.config.get(UNCLEAN_ELECTION_KEY)
+        return default if value is None else config_true(value)
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "id": self.topic_id,

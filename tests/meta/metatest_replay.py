@@ -26,16 +26,19 @@ def command_list(seed: int = 7, n: int = 400) -> list[bytes]:
     for i, name in enumerate(names):
         reps = [[brokers[(p + k) % 6] for k in range(3)] for p in range(4)]
         cfg = {f"k{j}.{name}": str(rng.randrange(100)) for j in range(5)}
-        cfg["unclean.leader.election.enable"] = "true" if i % 2 else "false"
+        if i % 2 or i == 0:     # topics 2 and 4 have no override: the carried default decides
+            cfg["unclean.leader.election.enable"] = "true" if i % 2 else "false"
         out.append(C.create_topic(name, f"id-{name}", reps, cfg))
     next_epoch = len(epochs) + 1
     for step in range(n):
         r = rng.random()
         b = rng.choice(brokers)
+        # A controller's config default for unclean election (format 2) on every third step.
+        unclean = step % 3 == 0
         if r < 0.15:
-            out.append(C.fence_broker(b, epochs[b]))
+            out.append(C.fence_broker(b, epochs[b], unclean_default=unclean))
         elif r < 0.3:
-            out.append(C.unfence_broker(b, epochs[b]))
+            out.append(C.unfence_broker(b, epochs[b], unclean_default=unclean))
         elif r < 0.36:
             out.append(C.register_broker(b, f"host-{b}", 9000 + b, f"inc-{b}-{step}", step))
             epochs[b] = next_epoch
@@ -49,7 +52,8 @@ def command_list(seed: int = 7, n: int = 400) -> list[bytes]:
         elif r < 0.7:
             name = rng.choice(names)
             out.append(C.alter_topic_config(name, set_keys={f"x.{rng.randrange(9)}": str(step)},
-                                            delete_keys=[f"k{rng.randrange(5)}.{name}"]))
+                                            delete_keys=[f"k{rng.randrange(5)}.{name}"],
+                                            unclean_default=unclean))
         elif r < 0.8:
             g = f"group-{rng.randrange(4)}"
             members = {f"m-{rng.randrange(50)}-{k}": [[rng.choice(names), k]] for k in range(3)}

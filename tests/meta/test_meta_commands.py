@@ -30,12 +30,43 @@ def test_every_op_has_a_builder() -> None:
     assert set(BUILT) == C.OPS
 
 
+# Commands carrying a format-2 field (the controller's unclean-election default).
+BUILT_V2 = {
+    "register_broker": C.register_broker(1, "h", 9001, "inc", 5, unclean_default=True),
+    "unfence_broker": C.unfence_broker(1, 2, unclean_default=True),
+    "fence_broker": C.fence_broker(1, 2, unclean_default=True),
+    "alter_topic_config": C.alter_topic_config("t", {"a": "c"}, ["n"], unclean_default=True),
+}
+
+
 @pytest.mark.parametrize("op", sorted(BUILT))
 def test_round_trip(op: str) -> None:
     cmd = C.decode(BUILT[op])
-    assert cmd.op == op and cmd.format_version == C.FORMAT_VERSION
+    assert cmd.op == op and cmd.format_version == 1         # nothing here needs format 2
     assert set(cmd.payload) == set(C.SCHEMAS[op])          # defaults filled in
     assert C.encode(op, cmd.payload) == BUILT[op]           # decode/encode is stable
+
+
+@pytest.mark.parametrize("op", sorted(BUILT_V2))
+def test_round_trip_format_2(op: str) -> None:
+    cmd = C.decode(BUILT_V2[op])
+    assert cmd.op == op and cmd.format_version == 2 == C.FORMAT_VERSION
+    assert cmd.payload["unclean_default"] is True
+    assert C.encode(op, cmd.payload) == BUILT_V2[op]
+
+
+@pytest.mark.parametrize("op", sorted(BUILT_V2))
+def test_default_commands_are_byte_identical_to_format_1(op: str) -> None:
+    # What a node of the previous release wrote and reads: [1, op, payload without the field].
+    version, wire_op, payload = msgpack.unpackb(BUILT[op])
+    assert (version, wire_op) == (1, op) and "unclean_default" not in payload
+    assert C.decode(BUILT[op]).payload["unclean_default"] is False
+
+
+def test_old_journal_entries_mean_no_unclean_default() -> None:
+    old = msgpack.packb([1, "fence_broker", {"broker_epoch": 2, "broker_id": 1}])  # sorted keys
+    assert C.decode(old).payload == {"broker_id": 1, "broker_epoch": 2, "unclean_default": False}
+    assert C.fence_broker(1, 2) == old
 
 
 def test_payload_values() -> None:
@@ -90,6 +121,13 @@ def test_oversized_command_is_refused() -> None:
     (msgpack.packb({"op": "noop"}), "a command is"),
     (msgpack.packb([0, "noop", {}]), "command format 0"),
     (msgpack.packb([1, "noop", []]), "payload must be a map"),
+    (msgpack.packb([3, "noop", {}]), "command format 3"),
+    (msgpack.packb([True, "noop", {}]), "command format True"),
+    (msgpack.packb([1, "fence_broker", {"broker_id": 1, "broker_epoch": 2,
+                                        "unclean_default": True}]), "need command format 2"),
+    (msgpack.packb([2, "fence_broker", {"broker_id": 1, "broker_epoch": 2,
+                                        "unclean_default": 1}]), "expected true or false"),
+    (msgpack.packb([2, "noop", {"unclean_default": True}]), "unknown fields"),
 ])
 def test_decode_refuses(blob: bytes, fragment: str) -> None:
     with pytest.raises(errors.InvalidRequestError) as exc:

@@ -186,8 +186,8 @@ _small = st.integers(0, 12)
 _topics = st.sampled_from(["topic.alpha-0", "topic.beta-1", "topic.gamma-2", "nope"])
 _isr = st.lists(_ids, min_size=0, max_size=4)
 _well_formed = st.one_of(
-    st.builds(C.fence_broker, _ids, _small),
-    st.builds(C.unfence_broker, _ids, _small),
+    st.builds(C.fence_broker, _ids, _small, st.booleans()),
+    st.builds(C.unfence_broker, _ids, _small, st.booleans()),
     st.builds(lambda b, i: C.register_broker(b, "h", 9000 + b, f"i{i}", 0), _ids, st.integers(0, 2)),
     st.builds(C.change_partition, _topics, st.integers(0, 4), _small,
               st.integers(-1, 7), _isr),
@@ -197,6 +197,9 @@ _well_formed = st.one_of(
               st.lists(st.lists(_ids, min_size=1, max_size=3), min_size=0, max_size=3)),
     st.builds(lambda t, u: C.alter_topic_config(
         t, set_keys={"unclean.leader.election.enable": u}), _topics, st.sampled_from(["true", "false"])),
+    st.builds(lambda t, d: C.alter_topic_config(
+        t, delete_keys=["unclean.leader.election.enable"], unclean_default=d), _topics,
+        st.booleans()),
     st.builds(C.delete_topic, _topics),
 )
 
