@@ -28,6 +28,11 @@ from raftlog.meta.view import MetadataView, PartitionInfo
 log = logging.getLogger("raftlog.controller")
 
 TICK_MS = 250
+OFFSETS_TOPIC = "__consumer_offsets"       # groups/offsets.py's OFFSETS_TOPIC
+INTERNAL_TOPICS = frozenset({OFFSETS_TOPIC})
+# Settings an internal topic depends on, with the only value an alter may give them: committed
+# offsets are kept per group key by compaction; retention deletes would lose them.
+PINNED_CONFIG: dict[str, dict[str, Any]] = {OFFSETS_TOPIC: {"cleanup.policy": "compact"}}
 
 PortProbe = Callable[[str, int, float], Awaitable[bool]]
 
@@ -328,6 +333,10 @@ class Controller:
 
     async def delete_topic(self, name: str) -> dict[str, Any]:
         self.require_active()
+        if name in INTERNAL_TOPICS:
+            # Kafka refuses too: deleting it would lose every group's committed offsets.
+            raise error(ErrorCode.INVALID_REQUEST,
+                        f"topic '{name}' is an internal topic and cannot be deleted")
         if self.meta.view.topic(name) is None:
             raise error(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"topic '{name}' does not exist")
         async with self._lock:
@@ -348,6 +357,7 @@ class Controller:
             if k not in topic_config.SETTINGS:
                 raise error(ErrorCode.INVALID_CONFIG, f"unknown topic config '{k}'")
         topic_config.check_against_rf(to_set, len(t.partitions[0].replicas))
+        _check_pinned(name, to_set, to_delete)
         async with self._lock:
             await self._propose(commands.alter_topic_config(
                 name, topic_config.for_state(to_set), to_delete,
@@ -359,7 +369,7 @@ class Controller:
                                    ) -> dict[str, Any]:
         """Create `__consumer_offsets` (compacted, RF = min(wanted, live brokers)) if missing."""
         self.require_active()
-        name = "__consumer_offsets"
+        name = OFFSETS_TOPIC
         if self.meta.view.topic(name) is None:
             live = await self.live_brokers(replication_factor)
             rf = max(1, min(replication_factor, len(live)))
@@ -383,6 +393,15 @@ class Controller:
     async def delete_group(self, group: str, expected_generation: int) -> dict[str, Any]:
         self.require_active()
         return await self._propose(commands.delete_group(group, expected_generation))
+
+
+def _check_pinned(topic: str, to_set: dict[str, Any], to_delete: list[str]) -> None:
+    """Refuse an alter that moves an internal topic's pinned setting off its value; a reset
+    would fall back to the node default, so it is refused too."""
+    for key, value in sorted(PINNED_CONFIG.get(topic, {}).items()):
+        if key in to_delete or (key in to_set and to_set[key] != value):
+            raise error(ErrorCode.INVALID_CONFIG,
+                        f"{key} of internal topic '{topic}' must stay {value!r}")
 
 
 def _partition_hint(p: PartitionInfo) -> dict[str, Any]:
