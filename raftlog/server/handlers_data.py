@@ -22,6 +22,10 @@ if TYPE_CHECKING:
     from raftlog.server.broker import Broker
 
 MAX_WAIT_MS_MAX = 60_000
+# Kafka's wire widths: leader epochs are int32, offsets int64, byte limits int32.
+INT32_MAX = (1 << 31) - 1
+INT64_MAX = (1 << 63) - 1
+INT64_MIN = -(1 << 63)
 LIST_EARLIEST = -2
 LIST_LATEST = -1
 
@@ -54,6 +58,43 @@ def _entries(body: dict[str, Any]) -> list[dict[str, Any]]:
             raise error(ErrorCode.INVALID_REQUEST,
                         "each partitions entry needs a string 'topic' and an integer 'partition'")
     return parts
+
+
+def _entry_field(e: dict[str, Any], name: str, kind: type, default: Any = ..., *,
+                 lo: int | None = None, hi: int | None = None) -> Any:
+    """One checked field of a partitions entry: http.field's checks (missing, wrong type, out of
+    range -> 400 INVALID_REQUEST), its message naming the entry as well as the field."""
+    try:
+        return field(e, name, kind, default, lo=lo, hi=hi)
+    except RaftlogError as exc:
+        raise error(exc.code, f"partitions entry {e['topic']}-{e['partition']}: "
+                              f"{exc.message}") from None
+
+
+def _fetch_entries(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """A consumer fetch's partitions, every field checked before any is read. A per-partition
+    `max_bytes` of 0 or none means no cap beyond the request's; a `current_leader_epoch` of -1
+    or none means the consumer does not know the epoch (no fencing)."""
+    entries = _entries(body)
+    for e in entries:
+        e["offset"] = _entry_field(e, "offset", int, lo=INT64_MIN, hi=INT64_MAX)
+        e["max_bytes"] = _entry_field(e, "max_bytes", int, 0, lo=0, hi=INT32_MAX)
+        e["current_leader_epoch"] = _entry_field(e, "current_leader_epoch", int, -1,
+                                                 lo=-1, hi=INT32_MAX)
+    return entries
+
+
+def _replica_entries(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """A follower fetch's partitions, every field checked before any is read; `max_bytes` as
+    for consumers (0 or none: the request's remaining budget)."""
+    entries = _entries(body)
+    for e in entries:
+        e["leader_epoch"] = _entry_field(e, "leader_epoch", int, -1, lo=-1, hi=INT32_MAX)
+        e["fetch_offset"] = _entry_field(e, "fetch_offset", int, 0, lo=0, hi=INT64_MAX)
+        e["last_fetched_epoch"] = _entry_field(e, "last_fetched_epoch", int, -1,
+                                               lo=-1, hi=INT32_MAX)
+        e["max_bytes"] = _entry_field(e, "max_bytes", int, 0, lo=0, hi=INT32_MAX)
+    return entries
 
 
 async def _wait_any(parts: list[Partition], timeout_s: float) -> None:
@@ -192,10 +233,7 @@ class DataHandlers:
         min_bytes = field(body, "min_bytes", int, 1, lo=0)
         max_bytes = field(body, "max_bytes", int, self.b.cfg.limits.fetch_max_bytes, lo=1,
                           hi=self.b.cfg.limits.fetch_max_bytes)
-        entries = _entries(body)
-        for e in entries:
-            if type(e.get("offset")) is not int:
-                raise error(ErrorCode.INVALID_REQUEST, "each fetch entry needs an integer 'offset'")
+        entries = _fetch_entries(body)
         results = await _long_poll(lambda: self._read(entries, max_bytes, min_bytes),
                                    max_wait_ms)
         return answer(request, {"partitions": results})
@@ -211,15 +249,15 @@ class DataHandlers:
             results.append(out)
             try:
                 p = self.m.leader(e["topic"], e["partition"])
-                epoch = e.get("current_leader_epoch")
-                if type(epoch) is int and epoch >= 0 and epoch != p.leader_epoch:
+                epoch = e["current_leader_epoch"]
+                if epoch >= 0 and epoch != p.leader_epoch:
                     code = (ErrorCode.FENCED_LEADER_EPOCH if epoch < p.leader_epoch
                             else ErrorCode.UNKNOWN_LEADER_EPOCH)
                     raise error(code, f"leader epoch is {p.leader_epoch}, request has {epoch}",
                                 {"leader_epoch": p.leader_epoch})
                 parts.append(p)
                 budget = max(0, max_bytes - total)
-                per = min(int(e.get("max_bytes") or budget), budget)
+                per = min(e["max_bytes"] or budget, budget)
                 records = p.read_committed(e["offset"], per) if per > 0 or total == 0 else b""
             except RaftlogError as exc:
                 _err(out, exc)
@@ -293,7 +331,7 @@ class DataHandlers:
         if b is None or b.epoch != epoch:
             raise error(ErrorCode.STALE_BROKER_EPOCH,
                         f"broker {follower} epoch {epoch} is not the registered one")
-        entries = _entries(body)
+        entries = _replica_entries(body)
         results = await _long_poll(lambda: self._replica_read(follower, entries, max_bytes),
                                    max_wait_ms)
         return answer(request, {"partitions": results})
@@ -313,9 +351,8 @@ class DataHandlers:
                 parts.append(p)
                 budget = max(0, max_bytes - total)
                 r = p.answer_follower_fetch(
-                    follower, int(e.get("leader_epoch", -1)), int(e.get("fetch_offset", 0)),
-                    int(e.get("last_fetched_epoch", -1)),
-                    min(int(e.get("max_bytes") or budget), budget) or 1, now)
+                    follower, e["leader_epoch"], e["fetch_offset"], e["last_fetched_epoch"],
+                    min(e["max_bytes"] or budget, budget) or 1, now)
             except RaftlogError as exc:
                 _err(out, exc)
                 urgent = True
