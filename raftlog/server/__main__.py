@@ -23,6 +23,7 @@ from raftlog.errors import ConfigError
 # config, the metadata image) out of the collector's walks. About 5-10% of a node's CPU under
 # offset-commit load (benchmarks/groups_bench.py).
 GC_THRESHOLDS = (50_000, 20, 50)
+EXIT_CONFIG = 2      # the config (or an address in it) is wrong: fix it, do not just restart
 
 
 async def _serve(cfg: config_mod.ClusterConfig, node_id: int) -> int:
@@ -34,6 +35,12 @@ async def _serve(cfg: config_mod.ClusterConfig, node_id: int) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         await broker.start()
+    except ConfigError as exc:
+        # e.g. the Raft port is taken or not an address of this host (MetaReplica binds it):
+        # one line and exit 2, as for any config error found before start
+        logging.getLogger("raftlog").error("cannot start node %d: %s", node_id, exc.message)
+        await broker.stop()
+        return EXIT_CONFIG
     except OSError as exc:
         logging.getLogger("raftlog").error("cannot start node %d: %s", node_id, exc)
         await broker.stop()
@@ -59,7 +66,7 @@ def run_node(config_path: str, node_id: int, log_level: str = "INFO") -> int:
         cfg.node(node_id)
     except ConfigError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     gc.set_threshold(*GC_THRESHOLDS)
     try:
         import uvloop  # optional: a faster loop where it is installed
