@@ -11,19 +11,62 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
-from typing import Any, get_type_hints
+from typing import Any, Callable, NamedTuple, get_type_hints
 
 from raftlog.errors import ConfigError
 
 _DAY_MS = 24 * 3600 * 1000
 
+# -- named limits (topic_config takes its ranges from the [log] fields below) -------------------
+# Metadata commands are msgpack, whose integers are at most 64-bit: a setting wider than a signed
+# int64 would be accepted and then fail in the command encoder. Every int setting has a bound at
+# or below this one.
+INT64_MAX = (1 << 63) - 1
+# The storage engine's bounds, as raftlog/storage/options.py checks them when a partition log
+# opens. That module may not import this one, so it repeats the numbers; tests/test_topic_config.py
+# keeps the two equal. A value accepted here must open a log on every broker, or the topic goes
+# offline.
+SEGMENT_BYTES_MAX = (1 << 31) - 1  # offset-index positions are u32; Kafka caps at an int32
+SEGMENT_MS_MAX = 1 << 62           # LogOptions.segment_ms
+FLUSH_INTERVAL_MS_MAX = 1 << 62    # LogOptions.flush_interval_ms
+MAX_BATCH_BYTES_MAX = 256 << 20    # LogOptions.max_batch_bytes, which is the larger of
+                                   # max.message.bytes and replica_fetch_max_bytes
+# Tighter than storage on purpose: storage accepts 64-byte segments for its own tests, but a topic
+# that rolls a segment per batch runs a broker out of file descriptors.
+SEGMENT_BYTES_MIN = 1 << 14
+MAX_MESSAGE_BYTES_MIN = 64
+MAX_MESSAGE_BYTES_MAX = 64 << 20
+REPLICAS_MAX = 16
+
+CLEANUP_POLICIES = ("compact", "delete")
+# The accepted values of cleanup.policy after normalisation (sorted, comma-joined).
+CLEANUP_POLICY_CHOICES = ("delete", "compact", "compact,delete")
+
+Normaliser = Callable[[Any], Any]
+
+
+def normalise_cleanup_policy(value: Any) -> Any:
+    """Kafka's cleanup.policy is a list: "delete,compact", " compact , delete" and
+    "compact,delete" are one policy, stored in the canonical sorted form "compact,delete". As in
+    Kafka (ConfigDef LIST + ValidList) items are trimmed and case-sensitive. A value with an
+    unknown item comes back as given, for the choices check to refuse naming it."""
+    if not isinstance(value, str):
+        return value
+    items = [item.strip() for item in value.strip().split(",")]
+    if not all(item in CLEANUP_POLICIES for item in items):
+        return value
+    return ",".join(sorted(set(items)))
+
 
 def _f(default: Any, lo: float | None = None, hi: float | None = None,
-       choices: tuple[str, ...] | None = None, doc: str = "") -> Any:
-    return field(default=default, metadata={"lo": lo, "hi": hi, "choices": choices, "doc": doc})
+       choices: tuple[str, ...] | None = None, doc: str = "",
+       norm: Normaliser | None = None) -> Any:
+    return field(default=default, metadata={"lo": lo, "hi": hi, "choices": choices, "doc": doc,
+                                            "norm": norm})
 
 
 @dataclass(frozen=True)
@@ -58,34 +101,45 @@ class LogDefaults:
     """Node-level defaults for topic configs (Kafka's `log.*` / topic-level names)."""
 
     num_partitions: int = _f(3, 1, 10000, doc="partitions of a topic created without a count")
-    replication_factor: int = _f(3, 1, 16, doc="capped at the number of live brokers when implicit")
-    min_insync_replicas: int = _f(2, 1, 16, doc="acks=all needs this many in-sync replicas; "
-                                                "capped at the replication factor")
-    segment_bytes: int = _f(1 << 30, 1 << 14, 1 << 31, doc="roll a segment at this size")
-    segment_ms: int = _f(7 * _DAY_MS, 1, None, doc="roll a segment this old (quiet topics too)")
-    retention_ms: int = _f(7 * _DAY_MS, -1, None, doc="delete segments older than this; -1 = never")
-    retention_bytes: int = _f(-1, -1, None, doc="delete oldest segments beyond this size; -1 = off")
-    retention_check_interval_ms: int = _f(300_000, 100, None, doc="how often retention runs")
-    cleanup_policy: str = _f("delete", choices=("delete", "compact", "compact,delete"),
+    replication_factor: int = _f(3, 1, REPLICAS_MAX,
+                                 doc="capped at the number of live brokers when implicit")
+    min_insync_replicas: int = _f(2, 1, REPLICAS_MAX,
+                                  doc="acks=all needs this many in-sync replicas; "
+                                      "capped at the replication factor")
+    segment_bytes: int = _f(1 << 30, SEGMENT_BYTES_MIN, SEGMENT_BYTES_MAX,
+                             doc="roll a segment at this size")
+    segment_ms: int = _f(7 * _DAY_MS, 1, SEGMENT_MS_MAX,
+                         doc="roll a segment this old (quiet topics too)")
+    retention_ms: int = _f(7 * _DAY_MS, -1, INT64_MAX,
+                           doc="delete segments older than this; -1 = never")
+    retention_bytes: int = _f(-1, -1, INT64_MAX,
+                              doc="delete oldest segments beyond this size; -1 = off")
+    retention_check_interval_ms: int = _f(300_000, 100, INT64_MAX, doc="how often retention runs")
+    cleanup_policy: str = _f("delete", choices=CLEANUP_POLICY_CHOICES,
+                             norm=normalise_cleanup_policy,
                              doc="delete old segments, compact by key, or both")
     flush_policy: str = _f("interval", choices=("interval", "fsync"),
                            doc="fsync: an append is acknowledged after fsync (group commit); "
                                "interval: fsync every flush_interval_ms")
-    flush_interval_ms: int = _f(1000, 1, None, doc="fsync period under the interval policy")
-    max_message_bytes: int = _f(1 << 20, 64, 64 << 20, doc="largest record batch accepted")
+    flush_interval_ms: int = _f(1000, 1, FLUSH_INTERVAL_MS_MAX,
+                                doc="fsync period under the interval policy")
+    max_message_bytes: int = _f(1 << 20, MAX_MESSAGE_BYTES_MIN, MAX_MESSAGE_BYTES_MAX,
+                                doc="largest record batch accepted")
     unclean_leader_election_enable: bool = _f(False, doc="elect a replica outside the ISR when "
                                                          "the ISR is all dead (loses data)")
-    delete_retention_ms: int = _f(_DAY_MS, 0, None, doc="keep tombstones this long on compacted topics")
+    delete_retention_ms: int = _f(_DAY_MS, 0, INT64_MAX,
+                                  doc="keep tombstones this long on compacted topics")
     min_cleanable_dirty_ratio: float = _f(0.5, 0.0, 1.0, doc="compact when this share is dirty")
-    min_compaction_lag_ms: int = _f(0, 0, None, doc="records younger than this are not compacted")
+    min_compaction_lag_ms: int = _f(0, 0, INT64_MAX,
+                                    doc="records younger than this are not compacted")
 
 
 @dataclass(frozen=True)
 class ReplicationSection:
-    replica_lag_time_max_ms: int = _f(10_000, 100, None,
+    replica_lag_time_max_ms: int = _f(10_000, 100, INT64_MAX,
                                       doc="a follower not caught up for this long leaves the ISR")
     replica_fetch_wait_max_ms: int = _f(1000, 1, 60_000, doc="follower fetch long-poll (new data answers at once)")
-    replica_fetch_max_bytes: int = _f(8 << 20, 1024, 1 << 30,
+    replica_fetch_max_bytes: int = _f(8 << 20, 1024, MAX_BATCH_BYTES_MAX,
                                       doc="bytes per follower fetch response")
 
 
@@ -94,7 +148,7 @@ class BrokerSection:
     heartbeat_interval_ms: int = _f(1000, 10, 60_000, doc="broker -> controller heartbeat period")
     session_timeout_ms: int = _f(6000, 100, 600_000,
                                  doc="a broker silent this long is fenced (leaves ISRs, leaderships)")
-    leader_rebalance_interval_ms: int = _f(5000, 100, None,
+    leader_rebalance_interval_ms: int = _f(5000, 100, INT64_MAX,
                                            doc="how often leadership moves back to preferred replicas")
     shutdown_grace_ms: int = _f(1000, 0, 60_000,
                                 doc="on a clean stop, how long requests in flight may finish "
@@ -170,21 +224,51 @@ _SECTIONS: dict[str, type] = {
 }
 
 
-def _check_value(cls: type, name: str, value: Any, where: str) -> Any:
+class FieldSpec(NamedTuple):
+    """What one setting accepts; topic_config reads the [log] fields' specs through `spec()`."""
+
+    kind: type
+    lo: float | None
+    hi: float | None
+    choices: tuple[str, ...] | None
+    norm: Normaliser | None
+
+
+def spec(cls: type, name: str) -> FieldSpec:
     f = {f.name: f for f in dataclasses.fields(cls)}[name]
-    want = get_type_hints(cls)[name]
-    ok = (type(value) is want) or (want is float and type(value) is int)
+    m = f.metadata
+    return FieldSpec(get_type_hints(cls)[name], m["lo"], m["hi"], m["choices"], m["norm"])
+
+
+def check_bounds(where: str, value: Any, s: FieldSpec) -> Any:
+    """`value` (already of the setting's type) normalised, or ConfigError naming `where`.
+    Shared by the config file and topic configs, so both refuse the same values."""
+    if s.norm is not None:
+        value = s.norm(value)
+    # NaN fails every comparison, so the range checks below would let it through.
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: must be a finite number, got {value!r}")
+    if s.lo is not None and value < s.lo:
+        raise ConfigError(f"{where}: {value!r:.80} is below the minimum {s.lo}")
+    if s.hi is not None and value > s.hi:
+        raise ConfigError(f"{where}: {value!r:.80} is above the maximum {s.hi}")
+    if s.choices is not None and value not in s.choices:
+        raise ConfigError(f"{where}: {value!r:.80} is not one of {', '.join(s.choices)}")
+    return value
+
+
+def _check_value(cls: type, name: str, value: Any, where: str) -> Any:
+    s = spec(cls, name)
+    ok = (type(value) is s.kind) or (s.kind is float and type(value) is int)
     if not ok:
-        raise ConfigError(f"{where}: expected {want.__name__}, got {type(value).__name__} "
-                          f"{value!r}")
-    lo, hi, choices = f.metadata["lo"], f.metadata["hi"], f.metadata["choices"]
-    if lo is not None and value < lo:
-        raise ConfigError(f"{where}: {value!r} is below the minimum {lo}")
-    if hi is not None and value > hi:
-        raise ConfigError(f"{where}: {value!r} is above the maximum {hi}")
-    if choices is not None and value not in choices:
-        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(choices)}")
-    return float(value) if want is float else value
+        raise ConfigError(f"{where}: expected {s.kind.__name__}, got {type(value).__name__} "
+                          f"{value!r:.80}")
+    if s.kind is float:
+        try:
+            value = float(value)
+        except OverflowError:
+            raise ConfigError(f"{where}: {value!r:.80} is too large for a number") from None
+    return check_bounds(where, value, s)
 
 
 def build_section(cls: type, table: Any, where: str) -> Any:
@@ -241,16 +325,48 @@ def parse(data: dict[str, Any], path: str) -> ClusterConfig:
         raise ConfigError(f"{path}: cluster.secret: required when a node listens off loopback "
                           "(the Raft port speaks pickle; without a secret anyone who reaches it "
                           "can run code)")
-    r = cfg.raft
-    if r.election_timeout_max_ms <= r.election_timeout_min_ms:
-        raise ConfigError(f"{path}: raft.election_timeout_max_ms must exceed election_timeout_min_ms")
-    if r.election_timeout_min_ms <= 3 * r.append_entries_period_ms:
-        raise ConfigError(f"{path}: raft.election_timeout_min_ms must exceed 3 x append_entries_period_ms")
-    if r.election_timeout_min_ms < 3 * r.tick_ms:
-        raise ConfigError(f"{path}: raft.election_timeout_min_ms must be at least 3 x tick_ms")
-    if cfg.broker.session_timeout_ms <= cfg.broker.heartbeat_interval_ms:
-        raise ConfigError(f"{path}: broker.session_timeout_ms must exceed heartbeat_interval_ms")
+    _check_relations(cfg, path)
     return cfg
+
+
+# Pairs of settings that must be ordered: (smaller, larger, strictly, why). Each is refused at
+# load with both dotted keys named, rather than misbehaving at run time.
+_ORDERED: tuple[tuple[str, str, bool, str], ...] = (
+    ("raft.election_timeout_min_ms", "raft.election_timeout_max_ms", True,
+     "pysyncobj draws election timeouts from this range"),
+    ("raft.append_entries_period_ms", "raft.leader_fallback_timeout_ms", True,
+     "a leader would step down between two of its own heartbeats"),
+    ("broker.heartbeat_interval_ms", "broker.session_timeout_ms", True,
+     "every broker would be fenced between two heartbeats"),
+    ("groups.min_session_timeout_ms", "groups.max_session_timeout_ms", False,
+     "no session timeout would be accepted"),
+    ("replication.replica_fetch_wait_max_ms", "replication.replica_lag_time_max_ms", True,
+     "an idle follower's long-poll would outlast the lag allowed and shrink the ISR "
+     "(Kafka's rule for replica.fetch.wait.max.ms)"),
+    ("log.max_message_bytes", "limits.max_request_bytes", False,
+     "a batch of the largest size allowed would not fit in a request"),
+)
+
+
+def _get(cfg: ClusterConfig, dotted: str) -> Any:
+    section, key = dotted.split(".")
+    return getattr(getattr(cfg, section), key)
+
+
+def _check_relations(cfg: ClusterConfig, path: str) -> None:
+    for small, large, strict, why in _ORDERED:
+        a, b = _get(cfg, small), _get(cfg, large)
+        if (a >= b) if strict else (a > b):
+            rel = "exceed" if strict else "be at least"
+            raise ConfigError(f"{path}: {large} must {rel} {small} ({b} vs {a}): {why}")
+    r = cfg.raft
+    if r.election_timeout_min_ms <= 3 * r.append_entries_period_ms:
+        raise ConfigError(f"{path}: raft.election_timeout_min_ms must exceed 3 x "
+                          f"raft.append_entries_period_ms ({r.election_timeout_min_ms} vs "
+                          f"{r.append_entries_period_ms})")
+    if r.election_timeout_min_ms < 3 * r.tick_ms:
+        raise ConfigError(f"{path}: raft.election_timeout_min_ms must be at least 3 x "
+                          f"raft.tick_ms ({r.election_timeout_min_ms} vs {r.tick_ms})")
 
 
 def load(path: str) -> ClusterConfig:
@@ -262,8 +378,17 @@ def load(path: str) -> ClusterConfig:
         raise ConfigError(f"{path}: no such file") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        # TOML files are UTF-8 (tomllib decodes before parsing); say where the first bad byte is.
+        raise ConfigError(f"{path}: not UTF-8 text (TOML files must be UTF-8): "
+                          f"byte 0x{exc.object[exc.start]:02x} at offset {exc.start}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except ValueError as exc:
+        # tomllib lets int() refuse an integer literal of thousands of digits.
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid TOML: arrays or tables nested too deeply") from None
     return parse(data, path)
 
 
