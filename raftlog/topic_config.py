@@ -8,11 +8,14 @@ A topic stores only its overrides (as Kafka does); `effective()` fills in the re
 """
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from raftlog import config
 from raftlog.config import LogDefaults
-from raftlog.errors import ErrorCode, error
+from raftlog.errors import ConfigError, ErrorCode, error
 
 
 @dataclass(frozen=True)
@@ -26,25 +29,38 @@ class Setting:
     doc: str = ""
 
 
+def _setting(name: str, default_attr: str, doc: str = "") -> Setting:
+    """A topic setting takes its type, range and choices from the `[log]` field that holds its
+    node default: one definition, so a topic can never be given what the node default may not
+    hold (and both stay within what storage opens, see the limits in config.py)."""
+    s = config.spec(LogDefaults, default_attr)
+    return Setting(name, default_attr, s.kind, s.lo, s.hi, s.choices, doc)
+
+
 _SETTINGS = (
-    Setting("retention.ms", "retention_ms", int, -1, None, doc="-1 keeps forever"),
-    Setting("retention.bytes", "retention_bytes", int, -1, None, doc="-1 = no size limit"),
-    Setting("segment.bytes", "segment_bytes", int, 1 << 14, 1 << 31),
-    Setting("segment.ms", "segment_ms", int, 1, None),
-    Setting("cleanup.policy", "cleanup_policy", str,
-            choices=("delete", "compact", "compact,delete")),
-    Setting("min.insync.replicas", "min_insync_replicas", int, 1, 16),
-    Setting("max.message.bytes", "max_message_bytes", int, 64, 64 << 20),
-    Setting("delete.retention.ms", "delete_retention_ms", int, 0, None),
-    Setting("min.cleanable.dirty.ratio", "min_cleanable_dirty_ratio", float, 0.0, 1.0),
-    Setting("min.compaction.lag.ms", "min_compaction_lag_ms", int, 0, None),
-    Setting("unclean.leader.election.enable", "unclean_leader_election_enable", bool),
-    Setting("flush.policy", "flush_policy", str, choices=("interval", "fsync")),
-    Setting("flush.ms", "flush_interval_ms", int, 1, None),
+    _setting("retention.ms", "retention_ms", doc="-1 keeps forever"),
+    _setting("retention.bytes", "retention_bytes", doc="-1 = no size limit"),
+    _setting("segment.bytes", "segment_bytes"),
+    _setting("segment.ms", "segment_ms"),
+    _setting("cleanup.policy", "cleanup_policy", doc="delete, compact or both, in either order"),
+    _setting("min.insync.replicas", "min_insync_replicas"),
+    _setting("max.message.bytes", "max_message_bytes"),
+    _setting("delete.retention.ms", "delete_retention_ms"),
+    _setting("min.cleanable.dirty.ratio", "min_cleanable_dirty_ratio"),
+    _setting("min.compaction.lag.ms", "min_compaction_lag_ms"),
+    _setting("unclean.leader.election.enable", "unclean_leader_election_enable"),
+    _setting("flush.policy", "flush_policy"),
+    _setting("flush.ms", "flush_interval_ms"),
 )
 SETTINGS: dict[str, Setting] = {s.name: s for s in _SETTINGS}
+_SPECS: dict[str, config.FieldSpec] = {s.name: config.spec(LogDefaults, s.default_attr)
+                                       for s in _SETTINGS}
 
 _BOOL_WORDS = {"true": True, "false": False}
+# Kafka's string form of a long: optional sign, ASCII digits. Longer strings are refused before
+# int() (whose own limit is thousands of digits) so the message stays short.
+_INT_TEXT = re.compile(r"[+-]?[0-9]+")
+_INT_TEXT_MAX_CHARS = 64
 
 
 def _coerce(s: Setting, value: Any) -> Any:
@@ -52,28 +68,45 @@ def _coerce(s: Setting, value: Any) -> Any:
     if s.kind is bool:
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.lower() in _BOOL_WORDS:
-            return _BOOL_WORDS[value.lower()]
+        if isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
+            return _BOOL_WORDS[value.strip().lower()]
         raise ValueError("expected true or false")
     if s.kind is int:
-        if isinstance(value, bool):
-            raise ValueError("expected an integer")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            return int(value)
-        raise ValueError("expected an integer")
+        return _coerce_int(value)
     if s.kind is float:
-        if isinstance(value, bool):
-            raise ValueError("expected a number")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            return float(value)
-        raise ValueError("expected a number")
+        return _coerce_float(value)
     if not isinstance(value, str):
         raise ValueError("expected a string")
-    return value.replace(" ", "")
+    return value.strip()   # Kafka trims string values; cleanup.policy's items are trimmed later
+
+
+def _coerce_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected an integer")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if len(text) > _INT_TEXT_MAX_CHARS:
+            raise ValueError(f"expected an integer of at most {_INT_TEXT_MAX_CHARS} characters")
+        if _INT_TEXT.fullmatch(text):
+            return int(text)
+    raise ValueError("expected an integer")
+
+
+def _coerce_float(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError("expected a number")
+    try:
+        v = float(value)
+    except OverflowError:       # an int too large for a float
+        raise ValueError("expected a number within the range of a double") from None
+    except ValueError:
+        raise ValueError("expected a number") from None
+    # float("nan") and float("1e999") parse; NaN would then pass every range check.
+    if not math.isfinite(v):
+        raise ValueError("expected a finite number")
+    return v
 
 
 def check(name: str, value: Any) -> Any:
@@ -85,14 +118,8 @@ def check(name: str, value: Any) -> Any:
     try:
         v = _coerce(s, value)
     except ValueError as exc:
-        raise error(ErrorCode.INVALID_CONFIG, f"{name}: {exc}, got {value!r}") from None
-    if s.lo is not None and v < s.lo:
-        raise error(ErrorCode.INVALID_CONFIG, f"{name}: {v!r} is below the minimum {s.lo}")
-    if s.hi is not None and v > s.hi:
-        raise error(ErrorCode.INVALID_CONFIG, f"{name}: {v!r} is above the maximum {s.hi}")
-    if s.choices is not None and v not in s.choices:
-        raise error(ErrorCode.INVALID_CONFIG, f"{name}: {v!r} is not one of {', '.join(s.choices)}")
-    return v
+        raise error(ErrorCode.INVALID_CONFIG, f"{name}: {exc}, got {value!r:.80}") from None
+    return config.check_bounds(name, v, _SPECS[name])
 
 
 def check_all(overrides: Any) -> dict[str, Any]:
@@ -111,9 +138,31 @@ def for_state(values: dict[str, Any]) -> dict[str, Any]:
 
 def effective(overrides: dict[str, Any], defaults: LogDefaults) -> dict[str, Any]:
     """Every setting's typed value for a topic: its override, else the node default."""
-    return {name: (check(name, overrides[name]) if name in overrides
+    return {name: (_stored(name, overrides[name], defaults) if name in overrides
                    else getattr(defaults, s.default_attr))
             for name, s in SETTINGS.items()}
+
+
+def _stored(name: str, value: Any, defaults: LogDefaults) -> Any:
+    """A stored override as `check` reads it. A value stored before a limit was tightened (e.g.
+    segment.bytes = 2^31, which no broker could open) must not stop every broker from applying
+    metadata: an out-of-range number is clamped to the nearest bound, anything else unreadable
+    falls back to the node default; `describe` shows the value in use."""
+    try:
+        return check(name, value)
+    except ConfigError:
+        pass
+    s = SETTINGS[name]
+    try:
+        v = _coerce(s, value)
+    except ValueError:
+        return getattr(defaults, s.default_attr)
+    if s.kind in (int, float):
+        if s.lo is not None and v < s.lo:
+            return s.kind(s.lo)
+        if s.hi is not None and v > s.hi:
+            return s.kind(s.hi)
+    return getattr(defaults, s.default_attr)
 
 
 def describe(overrides: dict[str, Any], defaults: LogDefaults) -> list[dict[str, Any]]:
