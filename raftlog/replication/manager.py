@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import shutil
 import time
 from typing import TYPE_CHECKING, Any, Callable
@@ -64,6 +65,11 @@ class Pacer:
             time.sleep(busy * (1 - self.share) / self.share)
             self.t0 = time.perf_counter()
 TOPIC_ID_FILE = "topic_id"
+# A partition directory is named "<topic>-<partition>" (topic names may contain '-').
+PARTITION_DIR_RE = re.compile(r"^(?P<topic>.+)-(?P<index>\d+)$")
+# How often the startup sweep of orphaned partition directories checks whether this node's
+# metadata has caught up (it deletes nothing before that).
+ORPHAN_SWEEP_POLL_MS = 250
 
 
 def now_ms() -> int:
@@ -103,6 +109,7 @@ class ReplicaManager:
         spawn(self._retention_loop(), "retention")
         spawn(self._cleaner_loop(), "log-cleaner")
         spawn(self._reconcile_when_registered(), "reconcile-on-register")
+        spawn(self._sweep_orphans_when_caught_up(), "orphan-sweep")
 
     async def stop(self) -> None:
         for f in self.fetchers.values():
@@ -284,6 +291,85 @@ class ReplicaManager:
         assert self._spawn is not None
         self._spawn(asyncio.to_thread(shutil.rmtree, doomed, True), f"rm-{key[0]}-{key[1]}")
         log.info("removed data of %s-%d", *key)
+
+    # -- data of topics deleted while this broker was down -----------------------------------
+    def view_caught_up(self) -> bool:
+        """Whether this node's metadata view may be trusted to say a topic is gone: the Raft
+        replica has caught up with a leader's commit index since this process started
+        (is_ready), and the view holds this process's own registration, which was committed
+        after anything deleted while we were down. A node restarted without a quorum, or
+        still replaying an old journal, is not caught up."""
+        meta = self.broker.meta
+        if meta is None or not meta.is_ready or self.broker_epoch < 0:
+            return False
+        me = self.broker.view.broker(self.node_id)
+        return me is not None and me.epoch == self.broker_epoch
+
+    async def _sweep_orphans_when_caught_up(self) -> None:
+        """Once per process: wait until the view is caught up, then sweep (see sweep_orphans).
+        Deletions while we run are handled as they are applied (on_view -> _remove)."""
+        while not self.view_caught_up():
+            await asyncio.sleep(ORPHAN_SWEEP_POLL_MS / 1000)
+        try:
+            await self.sweep_orphans()
+        except OSError as exc:
+            log.error("sweeping partition directories of deleted topics failed: %s", exc)
+
+    async def sweep_orphans(self) -> list[str]:
+        """Remove the partition directories of topics deleted while this broker was down: no
+        such topic in the view, or a topic of that name with another topic id (deleted and
+        re-created) of which this broker holds no replica (one it holds replaces the stale
+        data when it opens, see _open). Does nothing unless view_caught_up(). Returns the
+        directory names removed."""
+        if not self.view_caught_up():
+            return []
+        found = await asyncio.to_thread(self._list_partition_dirs)
+        if not self.view_caught_up():
+            return []
+        view = self.broker.view   # the newest, read after the listing: it decides
+        doomed = [name for name, topic, index, tid in found
+                  if self._is_orphan(view, topic, index, tid)]
+        for name in doomed:
+            d = os.path.join(self.root, name)
+            trash = f"{d}.deleted-orphan-{time.monotonic_ns()}"
+            try:
+                os.rename(d, trash)   # at once: a topic created next may reuse the name
+            except OSError:
+                continue              # removed meanwhile (_remove)
+            assert self._spawn is not None
+            self._spawn(asyncio.to_thread(shutil.rmtree, trash, True), f"rm-orphan-{name}")
+            log.info("removed data of %s: its topic was deleted while this broker was down",
+                     name)
+        return doomed
+
+    def _list_partition_dirs(self) -> list[tuple[str, str, int, str]]:
+        """Runs in a worker thread: (dir name, topic, partition, topic id or "") of every
+        partition directory under the root."""
+        out = []
+        for name in os.listdir(self.root):
+            m = PARTITION_DIR_RE.match(name)
+            d = os.path.join(self.root, name)
+            if m is None or ".deleted-" in name or not os.path.isdir(d):
+                continue
+            try:
+                with open(os.path.join(d, TOPIC_ID_FILE)) as fh:
+                    tid = fh.read().strip()
+            except OSError:
+                tid = ""
+            out.append((name, m["topic"], int(m["index"]), tid))
+        return out
+
+    def _is_orphan(self, view: MetadataView, topic: str, index: int, topic_id: str) -> bool:
+        key = (topic, index)
+        if key in self.partitions or key in self._opening:
+            return False           # open or opening: on_view owns its fate
+        t = view.topic(topic)
+        if t is None:
+            return True
+        if t.topic_id == topic_id:
+            return False
+        pi = t.partitions[index] if index < len(t.partitions) else None
+        return pi is None or self.node_id not in pi.replicas
 
     def _update_fetchers(self) -> None:
         leaders = {p.leader_id for p in self.partitions.values()
