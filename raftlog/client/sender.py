@@ -17,7 +17,8 @@ Flow of one batch::
         OUT_OF_ORDER_SEQUENCE or UNKNOWN_PRODUCER_ID while an earlier batch of the partition
         is outstanding, or was when this attempt was sent
                                 -> retriable (it overtook that batch on another connection; an
-                                   answer arriving after that batch's is stale, KIP-360)
+                                   answer arriving after that batch's is stale, KIP-360), with
+                                   no backoff: it is sent again once that batch is answered
         sequence broken (OUT_OF_ORDER at the head, UNKNOWN_PRODUCER_ID, a sequenced batch failed)
                                 -> fail that batch, and before sending more: wait for in-flight
                                    requests, get a new producer id, re-sequence pending batches
@@ -283,7 +284,12 @@ class Sender:
                         b.encoded = None
                         if b in q.outstanding:
                             q.outstanding.remove(b)
-                    self._retry(b, exc)
+                        self._retry(b, exc)
+                        return
+                    # Nothing to back off from: the accumulator sends a retrying partition's
+                    # head only once nothing of it is in flight (its rule 3), i.e. right after
+                    # the batch it overtook is answered.
+                    self._retry(b, exc, backoff=False)
                     return
                 if b.maybe_written:
                     # the broker's answer is about this attempt; an earlier one may be in the
@@ -301,9 +307,9 @@ class Sender:
                 f"delivery_timeout_ms after {b.attempts + 1} attempt(s); last error: {exc}")
         self._fail(b, exc)
 
-    def _retry(self, b: ProducerBatch, exc: RaftlogError) -> None:
+    def _retry(self, b: ProducerBatch, exc: RaftlogError, backoff: bool = True) -> None:
         b.last_error = exc
-        self.acc.requeue(b, self._loop.time() + self.retry_backoff_s)
+        self.acc.requeue(b, self._loop.time() + (self.retry_backoff_s if backoff else 0.0))
         log.debug("retrying %r after %s", b, exc)
 
     def _fail(self, b: ProducerBatch, exc: BaseException) -> None:
