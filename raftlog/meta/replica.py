@@ -88,6 +88,16 @@ _FAILURES: dict[int, tuple[str, str]] = {
 }
 _FAIL_NAMES = {v: k for k, v in vars(FAIL_REASON).items() if k.isupper()}
 
+# How long a caller waits before retrying after NO_QUORUM (hint retry_after_ms; the client
+# sleeps that long): about one election at the default timing (election timeout 300-600 ms).
+NO_QUORUM_RETRY_AFTER_MS = 500
+
+
+def no_quorum(message: str, **hint: Any) -> errors.RaftlogError:
+    """The one way a NO_QUORUM (503) is made, here and by the broker ("no controller"): every
+    one carries the same `retry_after_ms`, which HTTP can also send as Retry-After."""
+    return errors.error("NO_QUORUM", message, {**hint, "retry_after_ms": NO_QUORUM_RETRY_AFTER_MS})
+
 
 def is_loopback(host: str) -> bool:
     if host == "localhost":
@@ -310,8 +320,11 @@ class MetaReplica:
     def _failure(self, err: int) -> errors.RaftlogError:
         code, outcome = _FAILURES.get(err, ("UNKNOWN_SERVER_ERROR", "unknown"))
         name = _FAIL_NAMES.get(err, str(err))
-        return errors.error(code, f"metadata command failed: {name} (outcome {outcome})",
-                            {"reason": name, "outcome": outcome, "leader_id": self._leader_id})
+        message = f"metadata command failed: {name} (outcome {outcome})"
+        hint = {"reason": name, "outcome": outcome, "leader_id": self._leader_id}
+        if code == "NO_QUORUM":
+            return no_quorum(message, **hint)
+        return errors.error(code, message, hint)
 
     # --- public API (event loop thread only) ----------------------------------------------
     async def propose(self, blob: bytes, timeout_s: float) -> Result:
@@ -323,12 +336,11 @@ class MetaReplica:
         Rejections by the state machine are results, not exceptions: see commands.unwrap.
         """
         if self._closed:
-            raise errors.error("NO_QUORUM", "the metadata replica is closed",
-                               {"outcome": "not_applied"})
+            raise no_quorum("the metadata replica is closed", outcome="not_applied")
         commands.decode(blob)                    # junk fails here, not in every node's log
         if not self._so.hasQuorum:
-            raise errors.error("NO_QUORUM", "not connected to a majority of the metadata nodes",
-                               {"outcome": "not_applied", "leader_id": self._leader_id})
+            raise no_quorum("not connected to a majority of the metadata nodes",
+                            outcome="not_applied", leader_id=self._leader_id)
         fut: asyncio.Future[Result] = self._loop.create_future()
         self._pending.add(fut)
 
@@ -355,7 +367,7 @@ class MetaReplica:
         if self._view.version >= version:
             return self._view
         if self._closed:
-            raise errors.error("NO_QUORUM", "the metadata replica is closed")
+            raise no_quorum("the metadata replica is closed")
         fut: asyncio.Future[MetadataView] = self._loop.create_future()
         self._version_waiters.append((version, fut))
         try:
@@ -434,8 +446,7 @@ class MetaReplica:
         self._closed = True
         self._so.removeOnTickCallback(self._on_tick)
         self._so.destroy()
-        closed = errors.error("NO_QUORUM", "the metadata replica is closed",
-                              {"outcome": "unknown"})
+        closed = no_quorum("the metadata replica is closed", outcome="unknown")
         for fut in list(self._pending):
             if not fut.done():
                 fut.set_exception(closed)

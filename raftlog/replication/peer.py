@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -37,9 +38,10 @@ class PeerClient:
             await self._session.close()
 
     async def request(self, method: str, url: str, body: Any = None, *, timeout_s: float,
-                      binary: bool = False) -> Any:
-        """One request; msgpack when `binary`, else JSON. Raises RaftlogError on failure."""
-        headers = {"Content-Type": MSGPACK if binary else "application/json"}
+                      binary: bool = False, headers: Mapping[str, str] | None = None) -> Any:
+        """One request; msgpack when `binary`, else JSON. Raises RaftlogError on failure.
+        `headers` are sent too (the broker marks forwarded admin requests with one)."""
+        headers = {**(headers or {}), "Content-Type": MSGPACK if binary else "application/json"}
         if binary:
             headers["Accept"] = MSGPACK
         data = None

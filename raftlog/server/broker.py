@@ -18,7 +18,7 @@ from raftlog.aio import wait_event
 from raftlog.config import ClusterConfig
 from raftlog.errors import ErrorCode, error, is_storage_failure
 from raftlog.meta.controller import Controller
-from raftlog.meta.replica import MetaReplica, RaftTiming
+from raftlog.meta.replica import MetaReplica, RaftTiming, no_quorum
 from raftlog.meta.view import MetadataView
 from raftlog.replication.peer import PeerClient
 from raftlog.replication.manager import ReplicaManager
@@ -225,8 +225,8 @@ class Broker:
                         {"controller_id": cid, "controller_url": self.controller_url()})
 
     def no_controller(self) -> Exception:
-        return error(ErrorCode.NO_QUORUM, "no controller is elected (is a majority of nodes up?)",
-                     {"retry_after_ms": 500})
+        """503 NO_QUORUM, with the same retry hint as the replica's own NO_QUORUM answers."""
+        return no_quorum("no controller is elected (is a majority of nodes up?)")
 
     async def call_controller(self, path: str, body: dict[str, Any],
                               timeout_s: float = CONTROLLER_CALL_TIMEOUT_S) -> dict[str, Any]:
@@ -261,14 +261,21 @@ class Broker:
         return await self.peer.request("POST", url + path, body, timeout_s=timeout_s)
 
     async def forward(self, request: web.Request, body: Any) -> Any:
-        """Send an admin write to the controller and return its answer."""
+        """Send an admin write to the controller and return its answer.
+
+        The forwarded request carries FORWARD_HEADER: a node that gets one while not the
+        controller (two nodes whose views name each other, just after an election) answers
+        NOT_CONTROLLER with the controller it knows instead of forwarding again, so a request
+        is forwarded at most once and the client retries with fresh metadata.
+        """
         if request.headers.get(FORWARD_HEADER):
             self.require_controller()   # forwarded once already: never loop
         url = self.controller_url()
         if url is None:
             raise self.no_controller()
         return await self.peer.request(request.method, url + request.path_qs, body,
-                                       timeout_s=handlers_admin.ADMIN_TIMEOUT_S)
+                                       timeout_s=handlers_admin.ADMIN_TIMEOUT_S,
+                                       headers={FORWARD_HEADER: str(self.node_id)})
 
     # -- descriptions -----------------------------------------------------------------------
     def cluster_description(self) -> dict[str, Any]:
