@@ -239,7 +239,9 @@ class Partition:
     def answer_follower_fetch(self, follower_id: int, leader_epoch: int, fetch_offset: int,
                               last_fetched_epoch: int, max_bytes: int,
                               now_ms: int) -> dict[str, Any]:
-        """One partition entry of a follower's fetch; raises for fenced/unknown requests."""
+        """One partition entry of a follower's fetch; raises for fenced/unknown requests.
+        `max_bytes` 0 answers no records (the request's budget is used up) but still records
+        the follower's progress."""
         if self.role != LEADER:
             raise self.not_leader()
         if leader_epoch < self.leader_epoch:
@@ -271,7 +273,9 @@ class Partition:
         p = self.progress.setdefault(follower_id, FollowerProgress(last_caught_up_ms=now_ms))
         record_fetch(p, fetch_offset, leo, now_ms)
         self._advance_hw()
-        records = self.log.read(fetch_offset, max_bytes) if fetch_offset < leo else b""
+        # max_bytes 0: the fetch's budget is used up; progress above still counts
+        records = self.log.read(fetch_offset, max_bytes) \
+            if fetch_offset < leo and max_bytes > 0 else b""
         return {"high_watermark": self.hw, "log_start_offset": self.log_start_offset,
                 "records": records}
 

@@ -158,6 +158,10 @@ class DataHandlers:
     def __init__(self, broker: Broker):
         self.b = broker
         self.m = broker.replicas
+        # Per follower broker: the index of the partition entry its next fetch reads first, the
+        # first one a full response left without records, so a few busy partitions early in
+        # the follower's list cannot starve the rest (Kafka rotates fetch sessions likewise).
+        self._replica_first: dict[int, int] = {}
 
     # -- produce ----------------------------------------------------------------------------
     async def produce(self, request: web.Request) -> web.Response:
@@ -338,27 +342,40 @@ class DataHandlers:
 
     def _replica_read(self, follower: int, entries: list[dict[str, Any]], max_bytes: int
                       ) -> tuple[list[dict[str, Any]], bool, list[Partition]]:
+        """Answer every partition entry (progress and HW count even when no records fit),
+        adding records until `max_bytes` is used up. As Kafka, only the first partition with
+        data may exceed it, by its one first batch, so a follower always makes progress; a
+        partition read later gets no records once the budget is gone (its batch may still
+        overrun a budget that is not gone yet: `log.read` returns at least one batch)."""
         now = int(time.time() * 1000)
-        results = []
+        results: list[dict[str, Any]] = [{"topic": e["topic"], "partition": e["partition"]}
+                                         for e in entries]
         parts = []
         total = 0
         urgent = False
-        for e in entries:
-            out: dict[str, Any] = {"topic": e["topic"], "partition": e["partition"]}
-            results.append(out)
+        n = len(entries)
+        first = self._replica_first.get(follower, 0) % n if n else 0
+        starved = None
+        for i in (*range(first, n), *range(first)):
+            e, out = entries[i], results[i]
             try:
                 p = self.m.get(e["topic"], e["partition"])
                 parts.append(p)
                 budget = max(0, max_bytes - total)
+                per = min(e["max_bytes"] or budget, budget)
+                if budget == 0 and starved is None:
+                    starved = i
                 r = p.answer_follower_fetch(
                     follower, e["leader_epoch"], e["fetch_offset"], e["last_fetched_epoch"],
-                    min(e["max_bytes"] or budget, budget) or 1, now)
+                    max(per, 1) if total == 0 else per, now)
             except RaftlogError as exc:
                 _err(out, exc)
                 urgent = True
                 continue
             out.update(r)
             total += len(r.get("records") or b"")
+        if starved is not None:
+            self._replica_first[follower] = starved
             # A high-watermark move alone does not answer a waiting follower (as in Kafka): it
             # would double the requests per produce; followers learn it with the next data.
             if "diverging_epoch" in r:

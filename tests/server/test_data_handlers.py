@@ -7,7 +7,9 @@ the wire: HTTP status, Kafka error code, message, and the bytes the partition th
 - audit bug 1: a CRC-valid batch whose records are wrong is refused with CORRUPT_MESSAGE, the
   log end offset does not move, and the partition's committed records still decode;
 - audit bug 3: every wrongly typed per-partition field of /v1/fetch and /v1/replica/fetch is a
-  400 INVALID_REQUEST naming the field (it was a 500 with a traceback, or silently ignored).
+  400 INVALID_REQUEST naming the field (it was a 500 with a traceback, or silently ignored);
+- audit bug 4: a follower fetch stops adding batches once the request's max_bytes is used up,
+  and still carries one whole batch larger than max_bytes when it is the first data.
 """
 from __future__ import annotations
 
@@ -202,3 +204,46 @@ async def test_replica_fetch_refuses_a_wrongly_typed_partition_field(node, name,
     assert status == 400, out
     assert out["error"] == "INVALID_REQUEST" and f"'{name}'" in out["message"], out
     assert "t-0" in out["message"], out
+
+
+# -- bug 4: a follower fetch's total max_bytes ------------------------------------------------
+def big_batch(size: int) -> bytes:
+    return B.encode([(None, b"v" * size, None, NOW)])
+
+
+async def test_replica_fetch_stops_adding_batches_once_max_bytes_is_used_up(node):
+    p0, p1 = node.parts
+    for p in (p0, p1):
+        assert "error" not in await produce(node, big_batch(3000), p.index)
+    # from the data batch (offset 1, after each leader's epoch marker), in epoch 0
+    start = [follower_entry(p, fetch_offset=1) for p in (p0, p1)]
+    # max_bytes below one batch: the first partition's batch comes whole, the second waits
+    status, out = await replica_fetch(node, start, max_bytes=1000)
+    assert status == 200, out
+    first, second = out["partitions"]
+    got = list(B.iter_batches(first["records"]))
+    assert got and got[-1][1].next_offset == p0.log_end_offset   # progress: the whole log
+    assert len(first["records"]) > 1000
+    assert second["records"] == b"" and "error" not in second, second
+    # the second partition is served when it is the first with data
+    status, out = await replica_fetch(node, [follower_entry(p0), start[1]], max_bytes=1000)
+    assert status == 200 and out["partitions"][0]["records"] == b""
+    assert list(B.iter_batches(out["partitions"][1]["records"]))[-1][1].next_offset \
+        == p1.log_end_offset
+
+
+async def test_replica_fetch_budget_cannot_starve_partitions_late_in_the_list(node):
+    # Both partitions always have more than max_bytes pending (the follower asks from the same
+    # offsets): the partition the last full answer left out is read first next time.
+    p0, p1 = node.parts
+    for p in (p0, p1):
+        assert "error" not in await produce(node, big_batch(3000), p.index)
+    entries = [follower_entry(p, fetch_offset=1) for p in (p0, p1)]
+    served = []
+    for _ in range(4):
+        status, out = await replica_fetch(node, entries, max_bytes=1000)
+        assert status == 200, out
+        got = [bool(e["records"]) for e in out["partitions"]]
+        assert got.count(True) == 1, got          # one whole batch, then the budget is gone
+        served.append(got.index(True))
+    assert served == [0, 1, 0, 1]
