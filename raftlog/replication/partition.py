@@ -306,6 +306,12 @@ class Partition:
 
     def append_follower(self, records: bytes, leader_hw: int, leader_log_start: int,
                         now_ms: int) -> None:
+        """Append the leader's batches as they are. Storage checks framing, offsets, epochs and
+        CRCs (CorruptBatchError and the like, the fetcher retries); records are not validated
+        again, as in Kafka (LogValidator runs on the leader only): the leader validated them
+        on produce, and a follower refusing a batch its leader holds (an epoch-start control
+        batch, a compacted batch, or one an older version accepted) would stall on it forever
+        and fall out of the ISR instead of keeping an identical copy."""
         if records:
             self.log.append_replica(records, now_ms)
             for _pos, h in batch_codec.iter_batches(records):

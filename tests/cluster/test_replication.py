@@ -259,3 +259,44 @@ def test_topic_recreated_under_the_same_name_starts_empty(rc):
         dc.produce("again", 0, [(None, b"new-life")])), 15, what="produce to the new topic")
     assert [x.value for x in dc.read_all("again", 0)] == [b"new-life"]
     assert r["base_offset"] <= 1
+
+
+def test_poison_batches_are_refused_and_consumers_keep_reading(rc):
+    """Audit: CRC-valid batches whose records are wrong were acknowledged, replicated, and then
+    failed Consumer.getmany() on their partition forever ("says 1000 records, holds 1"); a
+    record_count of 2**31-1 moved the log end offset by 2**31."""
+    import asyncio
+
+    from raftlog.client import Consumer, TopicPartition
+    from raftlog.testing.cluster import post_msgpack
+    c, dc = rc
+    make_topic(c, "poison")
+    assert "error" not in dc.produce("poison", 0, [(None, b"before")])
+    now = int(time.time() * 1000)
+    one = batch.pack([(0, None, b"x", None)])
+    poison = [batch.encode_payload(one, 1000, now, now),
+              batch.encode_payload(b"\xc1\xc1\xc1", 1, now, now),
+              batch.encode_payload(one, 1, now, now, attributes=5),
+              batch.encode_payload(one, 1, now, now, attributes=batch.CODEC_GZIP),
+              batch.encode_payload(one, 2**31 - 1, now, now)]
+    leader = dc.leader("poison", 0)
+    hw = dc.fetch("poison", 0, 0)["high_watermark"]
+    out = post_msgpack(c.url(leader, "/v1/produce"), {"acks": -1, "timeout_ms": 5000,
+                                                      "partitions": [
+        {"topic": "poison", "partition": 0, "batch": b} for b in poison]})["partitions"]
+    assert [e.get("error") for e in out] == ["CORRUPT_MESSAGE"] * len(poison), out
+    after = dc.produce("poison", 0, [(None, b"after")])
+    assert after.get("base_offset") == hw, after           # no offset taken by a poison batch
+    wait_until(lambda: replicas_identical(dc, "poison", 0), 10, what="identical replicas")
+
+    async def consume() -> list[bytes]:
+        tp = TopicPartition("poison", 0)
+        async with Consumer(bootstrap_servers=c.bootstrap, auto_offset_reset="earliest") as cons:
+            cons.assign([tp])
+            got: list[bytes] = []
+            deadline = time.monotonic() + 10
+            while len(got) < 2 and time.monotonic() < deadline:
+                for recs in (await cons.getmany(timeout_ms=500)).values():
+                    got += [r.value for r in recs]
+            return got
+    assert asyncio.run(consume()) == [b"before", b"after"]
