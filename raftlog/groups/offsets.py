@@ -21,8 +21,9 @@ from typing import Any, NamedTuple
 import msgpack
 
 from raftlog.client.partitioner import partition_for_key
+from raftlog.meta import names
 
-OFFSETS_TOPIC = "__consumer_offsets"
+OFFSETS_TOPIC = names.OFFSETS_TOPIC
 KEY_KIND = "offset"
 EMPTY_KIND = "empty"
 

@@ -28,7 +28,10 @@ from raftlog.meta.view import MetadataView, PartitionInfo
 log = logging.getLogger("raftlog.controller")
 
 TICK_MS = 250
-OFFSETS_TOPIC = "__consumer_offsets"       # groups/offsets.py's OFFSETS_TOPIC
+OFFSETS_TOPIC = names.OFFSETS_TOPIC
+# Kafka's offsets.topic.segment.bytes: small segments, so compaction (which never touches the
+# active segment) keeps the committed-offsets log short.
+OFFSETS_TOPIC_SEGMENT_BYTES = 100 << 20
 INTERNAL_TOPICS = frozenset({OFFSETS_TOPIC})
 # Settings an internal topic depends on, with the only value an alter may give them: committed
 # offsets are kept per group key by compaction; retention deletes would lose them.
@@ -374,7 +377,8 @@ class Controller:
             live = await self.live_brokers(replication_factor)
             rf = max(1, min(replication_factor, len(live)))
             try:
-                await self.create_topic(name, partitions, rf, {"cleanup.policy": "compact"})
+                await self.create_topic(name, partitions, rf, {
+                    "cleanup.policy": "compact", "segment.bytes": OFFSETS_TOPIC_SEGMENT_BYTES})
             except Exception as exc:
                 if self.meta.view.topic(name) is None:
                     raise

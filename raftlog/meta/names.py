@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 
+OFFSETS_TOPIC = "__consumer_offsets"   # the groups' committed offsets; internal
 TOPIC_NAME_BYTES_MAX = 249          # Kafka's limit: a topic dir name plus suffixes must fit 255
 GROUP_NAME_BYTES_MAX = 255
 _LEGAL_TOPIC = re.compile(r"[a-zA-Z0-9._-]+")

@@ -50,7 +50,7 @@ async def test_deleting_the_offsets_topic_is_refused_with_a_400() -> None:
 async def test_moving_the_offsets_topic_off_compact_is_refused(change: dict) -> None:
     ctl, meta = await _controller()
     config_before = dict(meta.view.topic(OFFSETS).config)
-    assert config_before == {"cleanup.policy": "compact"}
+    assert config_before == {"cleanup.policy": "compact", "segment.bytes": 100 << 20}
     with pytest.raises(errors.RaftlogError) as exc:
         await ctl.alter_topic_config(OFFSETS, change)
     assert exc.value.code == errors.ErrorCode.INVALID_CONFIG
@@ -63,6 +63,7 @@ async def test_other_alters_of_the_offsets_topic_and_of_user_topics_still_apply(
     ctl, meta = await _controller()
     await ctl.alter_topic_config(OFFSETS, {"retention.ms": 1000, "cleanup.policy": "compact"})
     assert dict(meta.view.topic(OFFSETS).config) == {"cleanup.policy": "compact",
-                                                     "retention.ms": 1000}
+                                                     "retention.ms": 1000,
+                                                     "segment.bytes": 100 << 20}
     await ctl.alter_topic_config("orders", {"cleanup.policy": "delete"})
     assert meta.view.topic("orders").config["cleanup.policy"] == "delete"
