@@ -10,8 +10,9 @@ Rules (Kafka's, docs/implementation/log.md and kafka-reference §5):
 - never the active segment, never a segment holding data at or above the high watermark
   (its next offset must be <= HW);
 - time: a segment is expired when now - its newest timestamp > retention.ms (-1 = never). A
-  segment without a usable timestamp (empty, or all records stamped in the future relative
-  to its last append) is judged by its last append time;
+  segment without a usable timestamp (empty, or its newest record stamped after its last
+  append, i.e. in the future) is judged by its last append time, which is never earlier
+  than any honest record's timestamp, so this only ever keeps data longer;
 - size: while the log is larger than retention.bytes (-1 = off), the oldest segment goes if
   the log without it is still at least retention.bytes (Kafka: `diff - size >= 0`);
 - either rule deletes.
