@@ -92,7 +92,12 @@ def _json_default(obj: Any) -> Any:
 
 
 def error_response(request: web.Request, exc: RaftlogError) -> web.Response:
-    return answer(request, exc.to_wire(), status=exc.http_status)
+    resp = answer(request, exc.to_wire(), status=exc.http_status)
+    retry_ms = exc.hint.get("retry_after_ms") if isinstance(exc.hint, dict) else None
+    if exc.http_status == 503 and isinstance(retry_ms, int) and retry_ms >= 0:
+        # HTTP's own form of the hint, for curl users and proxies: whole seconds, rounded up.
+        resp.headers["Retry-After"] = str(max(1, -(-retry_ms // 1000)))
+    return resp
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

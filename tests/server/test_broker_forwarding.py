@@ -70,11 +70,14 @@ async def two_nodes(tmp_path):
             await n.server.close()
 
 
-async def _post(node: Node, path: str, body: dict) -> tuple[int, dict]:
+async def _post(node: Node, path: str, body: dict, headers: dict | None = None
+                ) -> tuple[int, dict]:
     url = f"http://127.0.0.1:{node.broker.node.http_port}{path}"
     async with aiohttp.ClientSession() as s:
         async with s.post(url, data=json.dumps(body),
                           headers={"Content-Type": "application/json"}) as r:
+            if headers is not None:
+                headers.update(r.headers)
             return r.status, await r.json()
 
 
@@ -89,8 +92,10 @@ async def test_forwarded_request_is_never_forwarded_again(two_nodes) -> None:
 
 async def test_no_controller_is_503_with_the_no_quorum_retry_hint(two_nodes) -> None:
     two_nodes[1].broker.meta.leader_id = None
+    headers: dict = {}
     status, body = await asyncio.wait_for(
-        _post(two_nodes[1], "/v1/topics", {"name": "t", "partitions": 1}), ANSWER_S)
+        _post(two_nodes[1], "/v1/topics", {"name": "t", "partitions": 1}, headers), ANSWER_S)
     assert status == 503 and body["error"] == "NO_QUORUM", body
     assert body["hint"] == {"retry_after_ms": NO_QUORUM_RETRY_AFTER_MS}
+    assert headers.get("Retry-After") == str(-(-NO_QUORUM_RETRY_AFTER_MS // 1000))
     assert two_nodes[2].seen == []
