@@ -28,7 +28,14 @@ def wants_msgpack(request: web.Request) -> bool:
 
 async def read_body(request: web.Request, *, required: bool = True) -> dict[str, Any]:
     """The request body as a dict; malformed JSON/msgpack is INVALID_REQUEST, never a 500."""
-    raw = await request.read()
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        # aiohttp's client_max_size is the node's [limits] max_request_bytes: say so, with
+        # Kafka's code, rather than a bare 413 that names no setting.
+        raise error(ErrorCode.MESSAGE_TOO_LARGE,
+                    f"request body is over this node's [limits] max_request_bytes = "
+                    f"{request.client_max_size}") from None
     if not raw:
         if required:
             raise error(ErrorCode.INVALID_REQUEST, "request body is empty")
