@@ -459,19 +459,24 @@ class ReplicaManager:
         an ack; this loop covers what no ack waited for (acks=0) on the same interval."""
         schedule: FlushSchedule[tuple[str, int]] = FlushSchedule(FLUSH_CHECK_MAX_MS)
         while True:
-            intervals = {k: p.log.options.flush_interval_ms for k, p in self.partitions.items()}
+            # A log that rolled is due at once (the interval policy flushes "on roll" too).
+            intervals = {k: 0 if p.log.rolled_since_flush else p.log.options.flush_interval_ms
+                         for k, p in self.partitions.items()}
             due, sleep_ms = schedule.plan(intervals, time.monotonic() * 1000)
             if not due:
                 await asyncio.sleep(sleep_ms / 1000)
                 continue
             for key in due:
                 p = self.partitions.get(key)
-                if p is None or p.log.closed or p.log.flushed_offset >= p.log.log_end_offset:
+                if p is None or p.log.closed or (p.log.flushed_offset >= p.log.log_end_offset
+                                                 and not p.log.rolled_since_flush):
                     continue
                 try:
                     await asyncio.to_thread(p.log.flush)
                 except (OSError, ValueError) as exc:
                     log.error("%s-%d: flush failed: %s", p.topic, p.index, exc)
+                    # a log still flagged as rolled would be due again at once: do not spin
+                    await asyncio.sleep(FLUSH_CHECK_MAX_MS / 1000)
 
     def _checkpoint(self, p: Partition) -> None:
         try:

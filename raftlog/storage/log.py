@@ -16,8 +16,9 @@ already covered).
 
 Durability: bytes are written with os.write (page cache) on append; they are durable once
 `flushed_offset` passes them. Policy "fsync": the caller flushes (in a thread) before
-acknowledging; "interval": every flush_interval_ms. close() flushes inline; a roll does not
-(see _roll): the next flush covers the sealed segment and persists the recovery point.
+acknowledging; "interval": every flush_interval_ms and after a roll. close() flushes inline; a
+roll does not itself (see _roll): it raises `rolled_since_flush`, and the caller's flush (in a
+worker thread) covers the sealed segment and persists the recovery point.
 
 Deletion is split in two, as Kafka's async segment delete: `delete_before`, `truncate_to` and
 `truncate_fully_and_start_at` do only quick work on the writer's thread (move the offsets,
@@ -123,6 +124,12 @@ class PartitionLog:
     @property
     def log_end_offset(self) -> int:
         return self._leo
+
+    @property
+    def rolled_since_flush(self) -> bool:
+        """A roll sealed a segment (and made a file) since the last flush: the interval policy
+        flushes it at once rather than at the end of its interval ("on roll")."""
+        return self._dir_unsynced
 
     @property
     def flushed_offset(self) -> int:
@@ -279,7 +286,7 @@ class PartitionLog:
         drop the dirty pages, so a retry could falsely succeed)."""
         with self._fsync_lock:
             with self._lock:
-                if self._closed or self._leo <= self._flushed:
+                if self._closed or (self._leo <= self._flushed and not self._dir_unsynced):
                     return self._flushed
                 target, generation = self._leo, self._truncations
                 fds = [os.dup(s.fd) for s in self._segments if s.next_offset > self._flushed]

@@ -124,6 +124,26 @@ async def test_flush_loop_uses_each_topics_flush_ms(tmp_path):
         await close_all(m, tasks)
 
 
+async def test_interval_policy_flushes_a_rolled_segment_at_once(tmp_path):
+    # "fsync every N ms and on roll": a roll makes the log due before its hour-long flush.ms.
+    m, tasks = make_manager(tmp_path, flush_interval_ms=HOUR_MS, flush_policy="interval")
+    (p,) = await open_topics(m, {"t": ("id-t", {})})
+    loop = asyncio.ensure_future(m._flush_loop())
+    tasks.append(loop)
+    try:
+        append(p)
+        await asyncio.sleep(0)
+        assert p.log.flushed_offset < p.log.log_end_offset
+        p.log.roll(10**12)
+        assert p.log.rolled_since_flush
+        await eventually(lambda: p.log.flushed_offset == p.log.log_end_offset
+                         and not p.log.rolled_since_flush, 5, "rolled segment flushed")
+        p.log.roll(2 * 10**12)            # a roll with nothing new: only the directory entry
+        await eventually(lambda: not p.log.rolled_since_flush, 5, "new file's entry synced")
+    finally:
+        await close_all(m, tasks)
+
+
 async def test_flush_policy_altered_at_runtime_applies_to_the_open_log(tmp_path):
     m, tasks = make_manager(tmp_path, flush_interval_ms=HOUR_MS, flush_policy="interval")
     topics = {"t": ("id-t", {})}
