@@ -8,16 +8,15 @@ max.message.bytes admits a batch over the old limit."""
 from __future__ import annotations
 
 import asyncio
-from types import SimpleNamespace
 
 import pytest
 
-from raftlog import config
 from raftlog.codec import batch as batch_codec
 from raftlog.meta.view import BrokerInfo, MetadataView, PartitionInfo, TopicInfo
 from raftlog.replication.flush import FlushSchedule
-from raftlog.replication.manager import ReplicaManager
 from raftlog.testing.cluster import eventually
+
+from manager_stub import stub_manager
 
 NODE = 1
 EPOCH = 7
@@ -56,20 +55,7 @@ def test_schedule_never_sleeps_zero():
 
 # -- a ReplicaManager on a stub broker -----------------------------------------------------------
 def make_manager(tmp_path, **log_defaults):
-    cfg = config.parse({"log": log_defaults,
-                        "nodes": [{"id": NODE, "http_port": 9001, "raft_port": 9101}]},
-                       "test.toml")
-    broker = SimpleNamespace(cfg=cfg, node_id=NODE, node=SimpleNamespace(data_dir=str(tmp_path)),
-                             lifecycle=SimpleNamespace(broker_epoch=EPOCH),
-                             meta=SimpleNamespace(is_ready=True), view=MetadataView())
-    m = ReplicaManager(broker)
-    tasks: list[asyncio.Task] = []
-
-    def spawn(aw, name):
-        t = asyncio.ensure_future(aw)
-        tasks.append(t)
-        return t
-    m._spawn = spawn
+    m, _broker, tasks = stub_manager(tmp_path, NODE, EPOCH, log_defaults=log_defaults)
     return m, tasks
 
 

@@ -9,10 +9,10 @@ import asyncio
 import os
 from types import SimpleNamespace
 
-from raftlog import config
 from raftlog.meta.view import BrokerInfo, MetadataView, PartitionInfo, TopicInfo
-from raftlog.replication.manager import ReplicaManager
 from raftlog.testing.cluster import eventually
+
+from manager_stub import stub_manager
 
 NODE = 1
 EPOCH = 4
@@ -30,20 +30,8 @@ def view(registered: bool = True, topics: dict[str, tuple[str, tuple[int, ...]]]
 
 
 def make(tmp_path, ready: bool, v: MetadataView):
-    cfg = config.parse({"nodes": [{"id": NODE, "http_port": 9001, "raft_port": 9101}]},
-                       "test.toml")
-    broker = SimpleNamespace(cfg=cfg, node_id=NODE, node=SimpleNamespace(data_dir=str(tmp_path)),
-                             lifecycle=SimpleNamespace(broker_epoch=EPOCH),
-                             meta=SimpleNamespace(is_ready=ready), view=v)
-    m = ReplicaManager(broker)
+    m, broker, tasks = stub_manager(tmp_path, NODE, EPOCH, ready=ready, view=v)
     os.makedirs(m.root)
-    tasks: list[asyncio.Task] = []
-
-    def spawn(aw, name):
-        t = asyncio.ensure_future(aw)
-        tasks.append(t)
-        return t
-    m._spawn = spawn
     return m, broker, tasks
 
 
