@@ -290,7 +290,7 @@ class Accumulator:
         now = self._clock()
         self._serial += 1
         fut: asyncio.Future[tuple[int, int]] = self._loop.create_future()
-        fut.add_done_callback(_mark_retrieved)
+        fut.add_done_callback(mark_retrieved)
         b = ProducerBatch(topic, partition, self._serial, now, now + self.delivery_timeout_s, fut)
         q.batches.append(b)
         self._open[tp] = b
@@ -433,7 +433,7 @@ class Accumulator:
         return any(q.batches for q in self.queues.values())
 
 
-def _mark_retrieved(fut: asyncio.Future[Any]) -> None:
+def mark_retrieved(fut: asyncio.Future[Any]) -> None:
     """Errors reach users through the handles they await; a batch nobody awaits must not make
     asyncio log "exception was never retrieved"."""
     if not fut.cancelled():

@@ -1,8 +1,9 @@
 """Producer: the user-facing API for writing records (aiokafka's AIOKafkaProducer shape).
 
 Owns: configuration checks, the per-record `send()` fast path (serialise, pick a partition,
-append a tuple), back-pressure (the wait line), `flush`, `send_batch`, and the lifecycle of the
-Client, Accumulator and Sender it builds. Imports the client's modules, `codec.batch` and
+append a tuple), what the wait line admits and how it fails (the line itself is
+client/wait_line.py), `flush`, `send_batch`, and the lifecycle of the Client, Accumulator,
+WaitLine and Sender it builds. Imports the client's modules, `codec.batch` and
 `errors`; never raftlog.server/meta/storage/replication.
 
 Back-pressure: records occupy `buffer_memory` from `send()` until their batch is answered. When
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from itertools import repeat
 from operator import itemgetter
 import time
@@ -35,6 +35,7 @@ from raftlog.client.errors import BufferFullError, IllegalStateError
 from raftlog.client.partitioner import DefaultPartitioner, positive_murmur2
 from raftlog.client.sender import Sender
 from raftlog.client.structs import RecordMetadata
+from raftlog.client.wait_line import Waiting, WaitLine
 from raftlog.codec import batch as codec
 from raftlog.errors import ErrorCode, RaftlogError, error
 
@@ -51,22 +52,6 @@ MIB = 1024 * KIB
 # more than 5 in flight could make a retried batch look like a gap.
 IDEMPOTENT_IN_FLIGHT_MAX = 5
 _ACKS = {"all": -1, -1: -1, "-1": -1, 1: 1, "1": 1, 0: 0, "0": 0}
-
-
-class _Waiting:
-    """A record (or bulk batch) in the wait line, with the future its handle awaits."""
-
-    __slots__ = ("deadline_s", "topic", "partition", "args", "size", "handle", "bulk")
-
-    def __init__(self, deadline_s: float, topic: str, partition: int | None, args: tuple,
-                 size: int, handle: PendingRecordFuture, bulk: bool) -> None:
-        self.deadline_s = deadline_s
-        self.topic = topic
-        self.partition = partition
-        self.args = args
-        self.size = size
-        self.handle = handle
-        self.bulk = bulk
 
 
 # Kafka's batch.size default is 16 KiB; here each produce request costs ~0.3-0.5 ms of Python
@@ -161,9 +146,7 @@ class Producer:
         # max_request_size (no single record can be too large).
         self._fast_limit = min(batch_size, max_request_size)
         self._ms = _NO_MS  # the wall clock (ms) read in this loop turn (see _tick_ms)
-        self._line: deque[_Waiting] = deque()
-        self._line_task: asyncio.Task[None] | None = None
-        self._room = asyncio.Event()
+        self._line: WaitLine | None = None  # built with the accumulator, in start()
         self._closed = False
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -184,7 +167,13 @@ class Producer:
                                   request_timeout_ms=self.request_timeout_ms,
                                   retry_backoff_ms=self.retry_backoff_ms,
                                   max_request_size=self.max_request_size, codec_id=self.codec_id)
-            self._acc.on_freed = self._freed
+            self._line = WaitLine(self.max_block_ms,
+                                  partition_count=self.client.metadata.partition_count,
+                                  fits=self._fits, admit=self._admit,
+                                  expired_error=self._expired_error,
+                                  want_topic=self.client.add_topic,
+                                  request_update=self.client.request_update)
+            self._acc.on_freed = self._line.freed
             if self.idempotent:
                 await self._sender.init_producer_id()
         except BaseException:
@@ -213,19 +202,14 @@ class Producer:
 
     async def _shutdown(self) -> None:
         stopped = IllegalStateError("producer stopped before the record was delivered")
-        tasks = [t for t in (self._line_task, self._sender_task) if t is not None]
-        for task in tasks:
-            task.cancel()
-        # return_exceptions: their cancellation (or a crash _sender_died already logged) is
+        assert self._sender_task is not None and self._line is not None
+        self._sender_task.cancel()
+        # return_exceptions: its cancellation (or a crash _sender_died already logged) is
         # expected; a cancellation of stop() itself still propagates.
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._line_task = None
+        await asyncio.gather(self._sender_task, return_exceptions=True)
+        await self._line.close(stopped)
         assert self._sender is not None and self._acc is not None
         await self._sender.close()
-        while self._line:
-            w = self._line.popleft()
-            if w.handle.admitted is not None and not w.handle.admitted.done():
-                w.handle.admitted.set_exception(stopped)
         for b in list(self._acc.incomplete):
             self._acc.fail(b, stopped)
         await self.client.close()
@@ -450,50 +434,18 @@ class Producer:
             if n:
                 on_closed(topic, partition, n)
 
-    # -- the wait line (back-pressure) ------------------------------------------------------
+    # -- the wait line (back-pressure, raftlog/client/wait_line.py) ------------------------
     def _wait_in_line(self, topic: str, partition: int | None, args: tuple, size: int,
                       bulk: bool) -> PendingRecordFuture:
         self._fast.clear()  # records sent from now on queue behind this one
-        loop = asyncio.get_running_loop()
-        admitted: asyncio.Future[None] = loop.create_future()
-        admitted.add_done_callback(_mark_retrieved)
-        handle = PendingRecordFuture(admitted)
-        deadline = loop.time() + self.max_block_ms / 1000
-        self._line.append(_Waiting(deadline, topic, partition, args, size, handle, bulk))
-        self.client.add_topic(topic)
-        if self._line_task is None or self._line_task.done():
-            self._line_task = loop.create_task(self._serve_line(), name="raftlog-send-line")
-        return handle
+        assert self._line is not None
+        return self._line.join(topic, partition, args, size, bulk)
 
-    async def _serve_line(self) -> None:
-        """Owned by the Producer: admits waiting records in order as room/metadata appear."""
-        loop = asyncio.get_running_loop()
-        acc = self._acc
-        assert acc is not None
-        while self._line:
-            w = self._line[0]
-            now = loop.time()
-            n = self.client.metadata.partition_count(w.topic)
-            fits = acc.memory_used + w.size <= self.buffer_memory or acc.memory_used == 0
-            if n is not None and fits:
-                self._line.popleft()
-                self._admit(w, n)
-                continue
-            if now >= w.deadline_s:
-                self._line.popleft()
-                self._expire(w, n)
-                continue
-            self._room.clear()
-            waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._room.wait())]
-            if n is None:
-                waits.append(self.client.request_update())
-            try:
-                await asyncio.wait(waits, timeout=w.deadline_s - now,
-                                   return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                waits[0].cancel()  # this task owns the room waiter, even when cancelled
+    def _fits(self, size: int) -> bool:
+        assert self._acc is not None
+        return self._acc.memory_used + size <= self.buffer_memory or self._acc.memory_used == 0
 
-    def _admit(self, w: _Waiting, n: int) -> None:
+    def _admit(self, w: Waiting, n: int) -> None:
         assert w.handle.admitted is not None and self._acc is not None
         try:
             if w.bulk:
@@ -510,24 +462,18 @@ class Producer:
             return
         w.handle.admitted.set_result(None)
 
-    def _expire(self, w: _Waiting, n: int | None) -> None:
-        assert w.handle.admitted is not None and self._acc is not None
+    def _expired_error(self, w: Waiting, n: int | None) -> RaftlogError:
         if n is None:
-            exc: RaftlogError = error(
+            return error(
                 ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
                 f"topic '{w.topic}' is not in the cluster metadata after max_block_ms="
                 f"{self.max_block_ms} ms; create it first (raftlog topic create {w.topic})")
-        else:
-            last = self._sender.last_error if self._sender else None
-            exc = BufferFullError(
-                f"send() waited max_block_ms={self.max_block_ms} ms for room in buffer_memory="
-                f"{self.buffer_memory} bytes ({self._acc.memory_used} in use): the cluster is "
-                f"not keeping up or is unreachable" + (f"; last error: {last}" if last else ""))
-        w.handle.admitted.set_exception(exc)
-
-    def _freed(self) -> None:
-        if self._line:
-            self._room.set()
+        assert self._acc is not None
+        last = self._sender.last_error if self._sender else None
+        return BufferFullError(
+            f"send() waited max_block_ms={self.max_block_ms} ms for room in buffer_memory="
+            f"{self.buffer_memory} bytes ({self._acc.memory_used} in use): the cluster is "
+            f"not keeping up or is unreachable" + (f"; last error: {last}" if last else ""))
 
     async def drain(self) -> None:
         """Wait until every record in the wait line is in a batch (flow control for tight
@@ -536,13 +482,8 @@ class Producer:
         Raises the error of the newest waiting record if it could not get in (BufferFullError
         after max_block_ms, unknown topic).
         """
-        while self._line:
-            last = self._line[-1].handle.admitted
-            assert last is not None
-            await asyncio.wait([last])
-            exc = last.exception()
-            if exc is not None:
-                raise exc
+        if self._line is not None:
+            await self._line.drain()
 
     # -- flushing ---------------------------------------------------------------------------
     async def flush(self, timeout_ms: float | None = None) -> None:
@@ -553,16 +494,18 @@ class Producer:
         acc = self._acc
         if acc is None:
             return
+        line = self._line
+        assert line is not None
         acc.flushing += 1
         acc.wake()
         deadline = None if timeout_ms is None else asyncio.get_running_loop().time() + timeout_ms / 1000
         try:
-            while self._line or acc.incomplete:
+            while line or acc.incomplete:
                 if self._sender_task is not None and self._sender_task.done():
                     raise IllegalStateError("producer sender is not running (stopped or "
                                             "crashed); nothing more will be delivered")
                 waits: list[Any] = [b.future for b in acc.incomplete]
-                waits += [w.handle.admitted for w in self._line if w.handle.admitted is not None]
+                waits += list(line.admitted_futures())
                 timeout = None if deadline is None else deadline - asyncio.get_running_loop().time()
                 if timeout is not None and timeout <= 0:
                     raise error(ErrorCode.REQUEST_TIMED_OUT,
@@ -579,13 +522,6 @@ class Producer:
     def producer_id(self) -> tuple[int, int]:
         s = self._sender
         return (s.producer_id, s.producer_epoch) if s else (-1, -1)
-
-
-def _mark_retrieved(fut: asyncio.Future[Any]) -> None:
-    """Errors reach users through the handles they await; a handle nobody awaits must not make
-    asyncio log "exception was never retrieved" for every failed batch."""
-    if not fut.cancelled() and fut.exception() is not None:
-        log.debug("send failed: %s", fut.exception())
 
 
 def _as_bytes(v: Any, what: str) -> bytes:
