@@ -374,10 +374,11 @@ class DataHandlers:
                 continue
             out.update(r)
             total += len(r.get("records") or b"")
-        if starved is not None:
-            self._replica_first[follower] = starved
             # A high-watermark move alone does not answer a waiting follower (as in Kafka): it
             # would double the requests per produce; followers learn it with the next data.
+            # A follower that must truncate is answered at once.
             if "diverging_epoch" in r:
                 urgent = True
+        if starved is not None:
+            self._replica_first[follower] = starved
         return results, total > 0 or urgent, parts

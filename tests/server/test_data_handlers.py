@@ -13,6 +13,7 @@ the wire: HTTP status, Kafka error code, message, and the bytes the partition th
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from types import SimpleNamespace
 
@@ -244,3 +245,17 @@ async def test_replica_fetch_budget_cannot_starve_partitions_late_in_the_list(no
         assert got.count(True) == 1, got          # one whole batch, then the budget is gone
         served.append(got.index(True))
     assert served == [0, 1, 0, 1]
+
+
+async def test_a_diverging_follower_is_answered_without_waiting_out_the_long_poll(node):
+    p0, p1 = node.parts
+    await commit_all(node)
+    # p0 caught up (nothing to send); p1 claims an epoch the leader never had at its offset
+    entries = [follower_entry(p0), follower_entry(p1, last_fetched_epoch=3)]
+    started = asyncio.get_running_loop().time()
+    status, out = await asyncio.wait_for(post(node, "/v1/replica/fetch", {
+        "broker_id": FOLLOWER_ID, "broker_epoch": FOLLOWER_EPOCH, "max_wait_ms": 20_000,
+        "max_bytes": 1 << 20, "partitions": entries}), 30)
+    assert status == 200 and "diverging_epoch" in out["partitions"][1], out
+    # answered at once, not after max_wait_ms (20 s)
+    assert asyncio.get_running_loop().time() - started < 10
