@@ -15,8 +15,10 @@ from typing import Any, Generic, Hashable, Mapping, TypeVar
 from raftlog.replication.waiters import OffsetWaiters
 
 K = TypeVar("K", bound=Hashable)
-# The interval flush loop never sleeps less than this between rounds (flush.ms may be 1).
-FLUSH_SLEEP_MIN_MS = 1.0
+# The interval flush loop never sleeps less than this between rounds (flush.ms may be 1): each
+# round walks every partition on the event loop, so a tiny flush.ms or a roll must not make it
+# spin. A topic that needs every append on disk sooner uses flush.policy=fsync.
+FLUSH_SLEEP_MIN_MS = 10.0
 
 
 class GroupCommit:
