@@ -40,14 +40,11 @@ async def test_cancelled_poll_leaves_no_future(tmp_path):
 
 async def test_a_wake_on_one_partition_unregisters_the_others(tmp_path):
     busy, idle = make(tmp_path, "busy"), make(tmp_path, "idle")
-    loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(_wait_any([busy, idle], 60))
     while not (busy._watchers and idle._watchers):
         await asyncio.sleep(0)
-    started = loop.time()
     busy.append_leader(bytearray(batch_codec.encode([(None, b"v", None, 0)])), 1, 0)
     await asyncio.wait_for(task, 5)        # woken by the append, not by the 60 s timeout
-    assert loop.time() - started < 5
     assert len(busy._watchers) == 0 and len(idle._watchers) == 0
     busy.close()
     idle.close()
