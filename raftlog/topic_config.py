@@ -27,6 +27,7 @@ class Setting:
     hi: float | None = None
     choices: tuple[str, ...] | None = None
     doc: str = ""
+    spec: config.FieldSpec | None = None   # the [log] field's spec these were taken from
 
 
 def _setting(name: str, default_attr: str, doc: str = "") -> Setting:
@@ -34,7 +35,7 @@ def _setting(name: str, default_attr: str, doc: str = "") -> Setting:
     node default: one definition, so a topic can never be given what the node default may not
     hold (and both stay within what storage opens, see the limits in config.py)."""
     s = config.spec(LogDefaults, default_attr)
-    return Setting(name, default_attr, s.kind, s.lo, s.hi, s.choices, doc)
+    return Setting(name, default_attr, s.kind, s.lo, s.hi, s.choices, doc, s)
 
 
 _SETTINGS = (
@@ -53,8 +54,6 @@ _SETTINGS = (
     _setting("flush.ms", "flush_interval_ms"),
 )
 SETTINGS: dict[str, Setting] = {s.name: s for s in _SETTINGS}
-_SPECS: dict[str, config.FieldSpec] = {s.name: config.spec(LogDefaults, s.default_attr)
-                                       for s in _SETTINGS}
 
 _BOOL_WORDS = {"true": True, "false": False}
 # Kafka's string form of a long: optional sign, ASCII digits. Longer strings are refused before
@@ -119,7 +118,8 @@ def check(name: str, value: Any) -> Any:
         v = _coerce(s, value)
     except ValueError as exc:
         raise error(ErrorCode.INVALID_CONFIG, f"{name}: {exc}, got {value!r:.80}") from None
-    return config.check_bounds(name, v, _SPECS[name])
+    assert s.spec is not None
+    return config.check_bounds(name, v, s.spec)
 
 
 def check_all(overrides: Any) -> dict[str, Any]:

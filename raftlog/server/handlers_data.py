@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from aiohttp import web
 
+from raftlog import config
 from raftlog.codec import batch as batch_codec
 from raftlog.errors import CorruptBatchError, ErrorCode, RaftlogError, error
 from raftlog.replication.partition import Partition
@@ -24,8 +25,8 @@ if TYPE_CHECKING:
 MAX_WAIT_MS_MAX = 60_000
 # Kafka's wire widths: leader epochs are int32, offsets int64, byte limits int32.
 INT32_MAX = (1 << 31) - 1
-INT64_MAX = (1 << 63) - 1
-INT64_MIN = -(1 << 63)
+INT64_MAX = config.INT64_MAX
+INT64_MIN = -INT64_MAX - 1
 LIST_EARLIEST = -2
 LIST_LATEST = -1
 
