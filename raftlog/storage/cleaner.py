@@ -68,7 +68,8 @@ import msgpack
 from crc32c import crc32c
 
 from raftlog.codec.batch import (CODEC_GZIP, CODEC_NONE, CRC_START, HEADER, HEADER_SIZE,
-                                 LENGTH_OVERHEAD, MAGIC, NO_PRODUCER_ID, BatchHeader, peek)
+                                 LENGTH_OVERHEAD, MAGIC, NO_PRODUCER_ID, TIMESTAMP_LOG_APPEND,
+                                 BatchHeader, peek)
 from raftlog.errors import CorruptBatchError
 from raftlog.storage import checkpoint
 from raftlog.storage.options import LogOptions
@@ -336,7 +337,8 @@ class _EmptyRun:
 
     def extends(self, h: BatchHeader) -> bool:
         f = self.first
-        if f is None or f.leader_epoch != h.leader_epoch or h.base_offset != self.next_offset:
+        if f is None or f.leader_epoch != h.leader_epoch or h.base_offset != self.next_offset \
+                or (f.attributes ^ h.attributes) & TIMESTAMP_LOG_APPEND:
             return False
         self.next_offset = h.next_offset
         self.max_timestamp = max(self.max_timestamp, h.max_timestamp)
@@ -349,17 +351,18 @@ class _EmptyRun:
             return 0
         self.first = None
         data = empty_batch(f.base_offset, self.next_offset - f.base_offset, f.leader_epoch,
-                           f.first_timestamp, self.max_timestamp)
+                           f.first_timestamp, self.max_timestamp,
+                           f.attributes & TIMESTAMP_LOG_APPEND)
         out.write(data)
         return len(data)
 
 
 def empty_batch(base_offset: int, offsets: int, leader_epoch: int, first_timestamp: int,
-                max_timestamp: int) -> bytes:
+                max_timestamp: int, attributes: int = 0) -> bytes:
     """A batch of no records and no producer covering `offsets` offsets from `base_offset`."""
     buf = bytearray(HEADER_SIZE + len(EMPTY_PAYLOAD))
     HEADER.pack_into(buf, 0, base_offset, HEADER_SIZE - LENGTH_OVERHEAD + len(EMPTY_PAYLOAD),
-                     leader_epoch, MAGIC, 0, 0, offsets - 1, first_timestamp, max_timestamp,
+                     leader_epoch, MAGIC, 0, attributes, offsets - 1, first_timestamp, max_timestamp,
                      NO_PRODUCER_ID, -1, -1, 0)
     buf[HEADER_SIZE:] = EMPTY_PAYLOAD
     struct.pack_into(">I", buf, 17, crc32c(memoryview(buf)[CRC_START:]))
